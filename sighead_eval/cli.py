@@ -1,0 +1,168 @@
+"""`sighead-eval` command line. Option help comes from the config dataclasses' field metadata."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import typing
+from pathlib import Path
+
+from .scoring import GenerationOptions, ScoringOptions
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        help_text = f.metadata.get("help", "")
+        if base is bool:
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+            )
+        else:
+            default = f.default
+            group.add_argument(
+                flag, dest=f.name, type=base, default=default, help=f"{help_text} (default: {default})"
+            )
+
+
+def _options(cls, ns: argparse.Namespace):
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+
+
+def read_jsonl(path: str) -> list[dict]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    records = []
+    with stream:
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+    if not records:
+        raise ValueError(f"{path} holds no records; expected one JSON object per line")
+    return records
+
+
+def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+    """Writes to a temporary file beside `path`, then renames: an existing file is never half-written."""
+    if path == "-":
+        for row in rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
+    )
+    parser.add_argument("--adapter", default=None, help="Sigmoid Head adapter directory")
+    parser.add_argument("--dtype", default="float32", help="Base model dtype: float32, bfloat16 or float16")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="Allow model code from the hub (off by default)"
+    )
+
+
+def cmd_score(ns: argparse.Namespace) -> int:
+    from .models import check_adapter_dir, load_model
+    from .scoring import generate, score
+
+    options = _options(ScoringOptions, ns)
+    generation = _options(GenerationOptions, ns)
+    records = read_jsonl(ns.input)  # bad input fails before any model work
+    if ns.adapter:
+        check_adapter_dir(ns.adapter)
+    model, tokenizer = load_model(
+        ns.model, adapter=ns.adapter, dtype=ns.dtype, device=ns.device, trust_remote_code=ns.trust_remote_code
+    )
+    if ns.generate:
+        results = generate(model, tokenizer, records, options, generation)
+    else:
+        results = score(model, tokenizer, records, options)
+    rows = [r.to_dict() for r in results]
+    if not ns.tokens:
+        for row in rows:
+            row.pop("tokens")
+            row.pop("words")
+    write_jsonl_atomic(ns.output, rows)
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(model=ns.model, adapter=ns.adapter, output=ns.output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sighead-eval", description="Sigmoid Head confidence for language models, beside its baselines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "score",
+        help="Score responses (JSONL in, JSONL out)",
+        description="Each input line is {'prompt', 'response'} or {'messages': [...]}; with --generate the "
+        "model writes the responses itself. Each output line adds per-token, per-word and sequence scores.",
+    )
+    p.add_argument("--input", required=True, help="JSONL file, or - for stdin")
+    p.add_argument("--output", default="-", help="JSONL file (written atomically), or - for stdout")
+    p.add_argument("--generate", action="store_true", help="Generate the responses instead of force-decoding")
+    p.add_argument(
+        "--tokens",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Include per-token and per-word scores",
+    )
+    _add_model_options(p)
+    _add_dataclass_options(p, ScoringOptions)
+    _add_dataclass_options(p, GenerationOptions)
+    p.set_defaults(func=cmd_score)
+
+    d = sub.add_parser("demo", help="Score the default model's answers to a few questions and print a table")
+    d.add_argument(
+        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
+    )
+    d.add_argument(
+        "--adapter", default=None, help="Sigmoid Head adapter directory (default: the shipped head)"
+    )
+    d.add_argument("--output", default="results/demo", help="Results folder")
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"sighead-eval {ns.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

