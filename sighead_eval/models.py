@@ -182,6 +182,28 @@ def _expected_size(weights: Path) -> int:
     return 8 + header_len + max(ends, default=0)
 
 
+def save_adapter(model, path: str | os.PathLike, storage_dtype: str | None = "float16") -> Path:
+    """Saves the Sigmoid Head adapter of `model` (head only), its weights stored in `storage_dtype`.
+
+    Half precision halves the file; the config keeps the head's compute dtype, so the head loads
+    back into fp32. The weights file is replaced atomically.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    model.save_pretrained(str(path))
+    if storage_dtype is not None:
+        if storage_dtype not in DTYPES:
+            raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
+        weights = path / ADAPTER_WEIGHTS
+        tensors = {k: v.to(getattr(torch, storage_dtype)).contiguous() for k, v in load_file(str(weights)).items()}
+        tmp = weights.with_name(f".{weights.name}.tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, weights)
+    return path
+
+
 def load_adapter(model, path: str | os.PathLike, adapter_name: str = "default"):
     """Attaches the Sigmoid Head saved at `path` to `model`; returns the PeftModel.
 

@@ -11,8 +11,22 @@ registries in this one place.
 
 from __future__ import annotations
 
-SIGMOID_HEAD = "SIGMOID_HEAD"
-PREFIX = "sighead_"
+
+
+class PeftTypeName(str):
+    """The type's name as a plain string that also answers `.value` like a `PeftType` member:
+    transformers' `load_adapter` reads `peft_type.value` and expects parameter names to carry the
+    prefix `peft_type.value.lower() + "_"`."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+SIGMOID_HEAD = PeftTypeName("SIGMOID_HEAD")
+PREFIX = "sigmoid_head_"
 
 
 def register(config_cls, model_cls) -> None:

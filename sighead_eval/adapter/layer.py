@@ -15,13 +15,13 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
     row lookup and one dot product, and training touches only the rows it looks up.
     """
 
-    adapter_layer_names = ("sighead_embedding",)
+    adapter_layer_names = ("sigmoid_head_embedding",)
     other_param_names = ()
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, **kwargs) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.sighead_embedding = nn.ModuleDict({})
+        self.sigmoid_head_embedding = nn.ModuleDict({})
         self._active_adapter = adapter_name
         self._disable_adapters = False
         self.merged_adapters = []
@@ -42,14 +42,14 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
                 embedding.weight.copy_(weight.detach().to(head_dtype))
             else:
                 embedding.weight.normal_(0.0, 0.02)
-        self.sighead_embedding[adapter_name] = embedding
+        self.sigmoid_head_embedding[adapter_name] = embedding
         self.set_adapter(self.active_adapters)
 
     def _check_loaded_shapes(self, state_dict, prefix, *args, **kwargs) -> None:
         # Runs inside `load_state_dict`, so every loading path (PeftModel, AutoPeftModel,
         # transformers' load_adapter) reports a mismatched head in these terms.
-        for name, embedding in self.sighead_embedding.items():
-            key = f"{prefix}sighead_embedding.{name}.weight"
+        for name, embedding in self.sigmoid_head_embedding.items():
+            key = f"{prefix}sigmoid_head_embedding.{name}.weight"
             if key in state_dict and state_dict[key].shape != embedding.weight.shape:
                 got = tuple(state_dict[key].shape)
                 want = tuple(embedding.weight.shape)
@@ -64,7 +64,7 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         """The weight `(V, H)` of the active adapter, or None when adapters are disabled."""
         if self.disable_adapters:
             return None
-        names = [n for n in self.active_adapters if n in self.sighead_embedding]
+        names = [n for n in self.active_adapters if n in self.sigmoid_head_embedding]
         if not names:
             return None
         if len(names) > 1:
@@ -72,7 +72,7 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
                 f"Several Sigmoid Head adapters are active at once ({names}); a token gets one score, "
                 "so activate one with `set_adapter(name)`."
             )
-        return self.sighead_embedding[names[0]].weight
+        return self.sigmoid_head_embedding[names[0]].weight
 
     def sigmoid_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary head logits: `(..., H) -> (..., V)`, in the head's dtype."""

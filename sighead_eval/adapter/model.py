@@ -19,9 +19,8 @@ def find_head_module(model: nn.Module) -> str:
     Uses `get_output_embeddings()`, which every transformers LM (Llama/SmolLM, GPT-2, Qwen2,
     Gemma, OPT, T5, BART, Marian...) implements.
     """
+    # An already wrapped head (a second adapter) is found under its own name.
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if isinstance(head, SigmoidHeadLayer):
-        head = head.get_base_layer()
     if head is not None:
         for name, module in model.named_modules():
             if module is head:
@@ -120,6 +119,10 @@ class SigmoidHeadModel(BaseTuner):
         for name, module in new_module.named_modules():
             if self.prefix in name:
                 module.to(child.weight.device)
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        # PEFT upcasts fp16/bf16 adapters to fp32; the head's dtype is `head_dtype`, set at creation.
+        return None
 
     def _post_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
         install_output_hooks(model)

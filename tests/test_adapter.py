@@ -1,0 +1,270 @@
+"""The Sigmoid Head as a PEFT adapter: attach, leave the base untouched, save, load, switch."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import build_model
+from peft import AutoPeftModelForCausalLM, PeftModel, get_peft_model
+
+import sighead_eval  # noqa: F401  (registers SIGMOID_HEAD)
+from sighead_eval import SigmoidHeadConfig, SigmoidHeadLayer
+
+IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7], [1, 2, 3, 4, 5, 6, 7]])
+
+
+def _head(model) -> SigmoidHeadLayer:
+    layer = model.get_base_model().get_output_embeddings()
+    assert isinstance(layer, SigmoidHeadLayer)
+    return layer
+
+
+def test_logits_bit_identical_with_adapter_active_and_disabled(kind):
+    base = build_model(kind)
+    reference = base(IDS).logits.clone()
+    model = get_peft_model(base, SigmoidHeadConfig())
+    assert torch.equal(model(IDS).logits, reference)
+    with model.disable_adapter():
+        assert torch.equal(model(IDS).logits, reference)
+
+
+def test_greedy_generation_identical_with_adapter(kind):
+    base = build_model(kind)
+    prompt = IDS[:1, :4]
+    reference = base.generate(prompt, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    model = get_peft_model(base, SigmoidHeadConfig())
+    out = model.generate(input_ids=prompt, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(out, reference)
+
+
+def test_head_starts_as_a_copy_of_the_lm_head_never_tied():
+    base = build_model("llama")  # tied input/output embeddings
+    lm_weight = base.get_output_embeddings().weight.detach().clone()
+    model = get_peft_model(base, SigmoidHeadConfig())
+    head = _head(model).sigmoid_head_embedding["default"].weight
+    assert torch.equal(head, lm_weight)
+    assert head.data_ptr() != base.get_input_embeddings().weight.data_ptr()
+    with torch.no_grad():
+        head.add_(1.0)
+    assert torch.equal(base.get_input_embeddings().weight, lm_weight)
+
+
+def test_random_init_when_asked():
+    base = build_model("llama")
+    model = get_peft_model(base, SigmoidHeadConfig(init_from_lm_head=False))
+    head = _head(model).sigmoid_head_embedding["default"].weight
+    assert not torch.equal(head, base.get_output_embeddings().base_layer.weight)
+    assert head.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+def test_head_is_fp32_on_a_bf16_model():
+    base = build_model("llama").to(torch.bfloat16)
+    model = get_peft_model(base, SigmoidHeadConfig())
+    assert _head(model).sigmoid_head_embedding["default"].weight.dtype == torch.float32
+    out = model(input_ids=IDS, output_sigmoid_logits=True)
+    assert out.sigmoid_logits.dtype == torch.float32
+
+
+def test_only_the_head_is_trainable():
+    model = get_peft_model(build_model("gpt2"), SigmoidHeadConfig())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["base_model.model.lm_head.sigmoid_head_embedding.default.weight"]
+
+
+def test_sigmoid_logits_only_when_asked():
+    model = get_peft_model(build_model("qwen2"), SigmoidHeadConfig())
+    assert "sigmoid_logits" not in model(IDS)
+    captured = {}
+    handle = model.get_base_model().lm_head.register_forward_pre_hook(lambda m, a: captured.update(h=a[0]))
+    out = model(input_ids=IDS, output_sigmoid_logits=True)
+    handle.remove()
+    expected = captured["h"] @ _head(model).sigmoid_head_embedding["default"].weight.T
+    assert out.sigmoid_logits.shape == (2, IDS.shape[1], model.config.vocab_size)
+    assert torch.allclose(out.sigmoid_logits, expected, atol=1e-6)
+    assert "sigmoid_logits" not in model(IDS)  # the request does not stick
+
+
+def test_sigmoid_logits_through_causal_lm_task_type():
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig(task_type="CAUSAL_LM"))
+    out = model(input_ids=IDS, output_sigmoid_logits=True)
+    assert out.sigmoid_logits.shape[-1] == 300
+
+
+def test_save_holds_the_head_only(tmp_path):
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    model.save_pretrained(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys == ["base_model.model.lm_head.sigmoid_head_embedding.weight"]
+    size = os.path.getsize(tmp_path / "adapter_model.safetensors")
+    assert 300 * 32 * 4 <= size < 300 * 32 * 4 + 1024
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "SIGMOID_HEAD"
+
+
+def test_roundtrip_peft_model_from_pretrained(tmp_path, kind):
+    model = get_peft_model(build_model(kind), SigmoidHeadConfig())
+    with torch.no_grad():
+        _head(model).sigmoid_head_embedding["default"].weight.normal_()
+    expected = model(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits
+    model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(build_model(kind), tmp_path)
+    assert torch.equal(loaded(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits, expected)
+
+
+def test_head_dtype_is_kept_as_configured():
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig(head_dtype="bfloat16"))
+    assert _head(model).sigmoid_head_embedding["default"].weight.dtype == torch.bfloat16
+
+
+def test_half_precision_head_loads_back_into_fp32(tmp_path):
+    from safetensors import safe_open
+
+    from sighead_eval.models import save_adapter
+
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    weight = _head(model).sigmoid_head_embedding["default"].weight
+    save_adapter(model, tmp_path, storage_dtype="float16")
+    with safe_open(str(tmp_path / "adapter_model.safetensors"), "pt") as f:
+        assert f.get_tensor(f.keys()[0]).dtype == torch.float16
+    loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path)
+    head = _head(loaded).sigmoid_head_embedding["default"].weight
+    assert head.dtype == torch.float32
+    assert torch.equal(head, weight.half().float())
+    assert not torch.equal(head, weight)  # the file really was half precision
+
+
+def test_auto_peft_model_and_transformers_load_adapter(tmp_path):
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    from transformers import AutoModelForCausalLM
+
+    build_model("llama").save_pretrained(base_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), SigmoidHeadConfig())
+    with torch.no_grad():
+        _head(model).sigmoid_head_embedding["default"].weight.normal_()
+    expected = model(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits
+    model.save_pretrained(adapter_dir)
+
+    auto = AutoPeftModelForCausalLM.from_pretrained(adapter_dir)
+    assert torch.equal(auto(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits, expected)
+
+    plain = AutoModelForCausalLM.from_pretrained(base_dir)
+    plain.load_adapter(str(adapter_dir))
+    assert torch.equal(plain(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits, expected)
+
+
+def test_named_adapters_and_set_adapter():
+    model = get_peft_model(build_model("gpt2"), SigmoidHeadConfig(), adapter_name="a")
+    model.add_adapter("b", SigmoidHeadConfig(init_from_lm_head=False))
+    model.set_adapter("a")
+    a = model(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits
+    model.set_adapter("b")
+    b = model(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits
+    assert not torch.allclose(a, b)
+    assert torch.allclose(b, model(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits)
+
+
+def test_unload_gives_back_the_base_model():
+    base = build_model("llama")
+    reference = base(IDS).logits.clone()
+    model = get_peft_model(base, SigmoidHeadConfig())
+    plain = model.unload()
+    assert isinstance(plain.lm_head, torch.nn.Linear)
+    assert not any("sigmoid_head" in n for n, _ in plain.named_parameters())
+    assert torch.equal(plain(IDS).logits, reference)
+    assert "sigmoid_logits" not in plain(IDS)
+
+
+def test_merge_is_refused():
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    with pytest.raises(ValueError, match="cannot be merged"):
+        model.merge_and_unload()
+
+
+def test_adapter_for_another_vocabulary_names_both_shapes(tmp_path):
+    get_peft_model(build_model("llama", vocab=400), SigmoidHeadConfig()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"\[400, 32\].*\[300, 32\]"):
+        PeftModel.from_pretrained(build_model("llama"), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["t5", "bart", "marian", "opt", "gemma"])
+def test_output_head_found_for_other_architectures(name):
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        GemmaConfig,
+        GemmaForCausalLM,
+        MarianConfig,
+        MarianMTModel,
+        OPTConfig,
+        OPTForCausalLM,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    small = {"vocab_size": 64}
+    models = {
+        "t5": lambda: T5ForConditionalGeneration(
+            T5Config(**small, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, decoder_start_token_id=0)
+        ),
+        "bart": lambda: BartForConditionalGeneration(
+            BartConfig(**small, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+        ),
+        "marian": lambda: MarianMTModel(
+            MarianConfig(**small, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1,
+                         decoder_start_token_id=1)
+        ),
+        "opt": lambda: OPTForCausalLM(
+            OPTConfig(**small, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
+                      word_embed_proj_dim=16)
+        ),
+        "gemma": lambda: GemmaForCausalLM(
+            GemmaConfig(**small, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+        ),
+    }
+    torch.manual_seed(0)
+    # Frozen before the reference pass, as PEFT freezes it: T5 takes another kernel path with grads.
+    base = models[name]().eval().requires_grad_(False)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    kwargs = {"decoder_input_ids": ids} if base.config.is_encoder_decoder else {}
+    reference = base(input_ids=ids, **kwargs).logits.clone()
+    model = get_peft_model(base, SigmoidHeadConfig())
+    assert model.peft_config["default"].head_module == "lm_head"
+    out = model(input_ids=ids, output_sigmoid_logits=True, **kwargs)
+    assert torch.equal(out.logits, reference)
+    assert out.sigmoid_logits.shape == reference.shape
+
+
+def test_model_without_output_head_is_refused():
+    class NoHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    with pytest.raises(ValueError, match="Could not find the output head of NoHead.*head_module"):
+        get_peft_model(NoHead(), SigmoidHeadConfig())
+
+
+def test_unknown_head_module_is_refused():
+    with pytest.raises(ValueError, match="`head_module` 'decoder_head' is not a module.*'lm_head'"):
+        get_peft_model(build_model("llama"), SigmoidHeadConfig(head_module="decoder_head"))
+
+
+def test_head_module_that_is_not_linear_is_refused():
+    with pytest.raises(ValueError, match="'model.norm' is a LlamaRMSNorm without a 2-D `weight`"):
+        get_peft_model(build_model("llama"), SigmoidHeadConfig(head_module="model.norm"))
+
+
+def test_bad_head_dtype_is_refused():
+    with pytest.raises(ValueError, match="`head_dtype` should be one of .* got 'int8'"):
+        SigmoidHeadConfig(head_dtype="int8")

@@ -1,0 +1,293 @@
+"""The scoring engine on tiny random models: what is scored, how, and what happens on bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_model, build_tokenizer
+from peft import get_peft_model
+
+from sighead_eval import SigmoidHeadConfig
+from sighead_eval.scoring import (
+    GenerationOptions,
+    ScoringOptions,
+    aggregate,
+    generate,
+    score,
+    word_spans,
+)
+
+RECORDS = [
+    {"id": "a", "prompt": "What is the capital of France?", "response": "The capital of France is Paris."},
+    {"id": "b", "prompt": "Add them.", "response": "Two plus two is four, and three plus three is six."},
+    {
+        "id": "c",
+        "messages": [
+            {"role": "user", "content": "Tell me about Everest."},
+            {"role": "assistant", "content": "Mount Everest is the highest mountain on Earth."},
+        ],
+    },
+    {"id": "d", "prompt": "Boiling?", "response": "Water boils."},
+]
+
+
+def _with_head(kind: str = "llama", seed: int = 0):
+    model = get_peft_model(build_model(kind, seed=seed), SigmoidHeadConfig())
+    with torch.no_grad():  # a head that differs from the LM head, so its scores are its own
+        head = model.get_base_model().get_output_embeddings().sigmoid_head_embedding["default"].weight
+        head.mul_(0.1).add_(torch.randn_like(head) * 0.5)
+    return model.eval()
+
+
+def _close(a, b, atol=1e-5):
+    assert a.estimators == b.estimators
+    for e in a.estimators:
+        np.testing.assert_allclose(a.log_scores[e], b.log_scores[e], atol=atol)
+    np.testing.assert_allclose(a.entropy, b.entropy, atol=atol)
+    np.testing.assert_array_equal(a.dominant_size, b.dominant_size)
+
+
+def test_batched_equals_unbatched(kind, tokenizer):
+    model = _with_head(kind)
+    batched = score(model, tokenizer, RECORDS, ScoringOptions(batch_size=4), progress=False)
+    for record, result in zip(RECORDS, batched):
+        single = score(model, tokenizer, [record], ScoringOptions(batch_size=1), progress=False)[0]
+        _close(result, single)
+        assert result.record["id"] == record["id"]
+
+
+def test_only_response_tokens_are_scored(tokenizer):
+    model = _with_head()
+    result = score(model, tokenizer, RECORDS[:1], progress=False)[0]
+    expected = tokenizer(RECORDS[0]["response"], add_special_tokens=False)["input_ids"]
+    assert result.token_ids == expected
+    assert "".join(result.tokens) == RECORDS[0]["response"]
+    with_eos = score(model, tokenizer, RECORDS[:1], ScoringOptions(include_eos=True), progress=False)[0]
+    assert with_eos.token_ids == expected + [tokenizer.eos_token_id]
+    np.testing.assert_allclose(with_eos.log_scores["softmax"][:-1], result.log_scores["softmax"], atol=1e-6)
+
+
+def test_scores_match_a_direct_forward_pass(tokenizer):
+    model = _with_head("qwen2")
+    record = RECORDS[1]
+    result = score(model, tokenizer, [record], progress=False)[0]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": record["prompt"]}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + result.token_ids])
+    out = model(input_ids=ids, output_sigmoid_logits=True)
+    positions = torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1)
+    targets = torch.tensor(result.token_ids)
+    logp = torch.log_softmax(out.logits[0, positions], -1)
+    softmax = logp.gather(-1, targets[:, None])[:, 0]
+    sigmoid = torch.nn.functional.logsigmoid(out.sigmoid_logits[0, positions].gather(-1, targets[:, None])[:, 0])
+    entropy = -(logp.exp() * logp).sum(-1)
+    np.testing.assert_allclose(result.log_scores["softmax"], softmax.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(result.log_scores["sigmoid"], sigmoid.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(result.entropy, entropy.detach().numpy(), atol=1e-5)
+
+
+def test_chat_template_switch(tokenizer):
+    model = _with_head()
+    on = score(model, tokenizer, RECORDS[:1], progress=False)[0]
+    off = score(model, tokenizer, RECORDS[:1], ScoringOptions(chat_template=False), progress=False)[0]
+    assert on.token_ids == off.token_ids
+    assert not np.allclose(on.log_scores["softmax"], off.log_scores["softmax"])
+
+
+def test_chat_template_requested_without_one(plain_tokenizer):
+    with pytest.raises(ValueError, match="`chat_template=True` but the tokenizer has no chat template"):
+        score(_with_head(), plain_tokenizer, RECORDS[:1], ScoringOptions(chat_template=True), progress=False)
+
+
+def test_plain_tokenizer_empty_prompt_starts_from_bos(plain_tokenizer):
+    result = score(_with_head("gpt2"), plain_tokenizer, [{"prompt": "", "response": "Water boils."}], progress=False)
+    assert "".join(result[0].tokens) == "Water boils."
+
+
+def test_sequence_aggregates_are_named_and_consistent(tokenizer):
+    result = score(_with_head(), tokenizer, RECORDS[:1], progress=False)[0]
+    seq = result.sequence_scores()
+    for e in ("sigmoid", "softmax", "boostedprob"):
+        logs = result.log_scores[e]
+        assert seq[f"{e}_sumlog"] == pytest.approx(logs.sum())
+        assert seq[f"{e}_meanlog"] == pytest.approx(logs.mean())
+        assert seq[f"{e}_prod"] == pytest.approx(math.exp(logs.sum()))
+        assert seq[f"{e}_mean"] == pytest.approx(np.exp(logs).mean())
+        assert seq[f"{e}_min"] == pytest.approx(np.exp(logs).min())
+    assert seq["entropy_mean"] == pytest.approx(result.entropy.mean())
+    # BoostedProb never scores a token lower than its softmax probability
+    assert (result.log_scores["boostedprob"] >= result.log_scores["softmax"] - 1e-6).all()
+
+
+def test_aggregate_by_hand():
+    out = aggregate(np.log([0.5, 0.25]))
+    assert out == pytest.approx(
+        {"mean": 0.375, "prod": 0.125, "sumlog": math.log(0.125), "meanlog": math.log(0.125) / 2, "min": 0.25}
+    )
+
+
+def test_word_level_combines_pieces_as_a_product(tokenizer):
+    result = score(_with_head(), tokenizer, RECORDS[:1], progress=False)[0]
+    words, scores = result.words()
+    assert "".join(words) == RECORDS[0]["response"]
+    spans = word_spans(result.tokens)
+    for (a, b), value in zip(spans, scores["softmax"]):
+        assert value == pytest.approx(math.exp(result.log_scores["softmax"][a:b].sum()))
+
+
+def test_word_spans():
+    assert word_spans(["The", " cap", "ital", " of", "\n", "Par", "is"]) == [(0, 1), (1, 3), (3, 4), (4, 5), (5, 7)]
+
+
+def test_without_adapter_only_the_softmax_baselines(tokenizer):
+    result = score(build_model("llama"), tokenizer, RECORDS[:1], progress=False)[0]
+    assert result.estimators == ["softmax", "boostedprob"]
+    assert "sigmoid_mean" not in result.sequence_scores()
+
+
+def test_disabled_adapter_scores_like_no_adapter(tokenizer):
+    model = _with_head()
+    with model.disable_adapter():
+        result = score(model, tokenizer, RECORDS[:1], progress=False)[0]
+    plain = score(build_model("llama"), tokenizer, RECORDS[:1], progress=False)[0]
+    assert "sigmoid" not in result.log_scores
+    np.testing.assert_allclose(result.log_scores["softmax"], plain.log_scores["softmax"], atol=1e-6)
+
+
+def test_empty_response_scores_the_end_of_turn_token(tokenizer):
+    result = score(_with_head(), tokenizer, [{"prompt": "Say nothing.", "response": ""}], progress=False)[0]
+    assert result.empty_response
+    assert result.token_ids == [tokenizer.eos_token_id]
+    values = list(result.sequence_scores().values())
+    assert all(math.isfinite(v) for v in values)
+    assert result.to_dict()["n_tokens"] == 1
+
+
+def test_too_long_input_is_an_error_or_truncated_left(tokenizer):
+    model = _with_head()
+    long = {"prompt": "The capital of France is Paris. " * 40, "response": "Paris."}
+    with pytest.raises(ValueError, match=r"record 0 is \d+ tokens long, more than `max_length` = 256"):
+        score(model, tokenizer, [long], progress=False)
+    with pytest.warns(UserWarning, match="dropped .* prompt tokens from the left"):
+        result = score(model, tokenizer, [long], ScoringOptions(truncation="left"), progress=False)[0]
+    assert result.prompt_tokens_dropped > 0
+    assert "".join(result.tokens) == "Paris."
+    with pytest.raises(ValueError, match="the response alone is too long"):
+        score(model, tokenizer, [{"prompt": "x", "response": "Paris. " * 200}], ScoringOptions(truncation="left"))
+
+
+def test_tokenizer_without_pad_or_eos_is_refused():
+    tokenizer = build_tokenizer(chat=True)
+    tokenizer.eos_token = None
+    model = build_model("gpt2")
+    model.generation_config.eos_token_id = None
+    with pytest.raises(ValueError, match="no pad token and no EOS token"):
+        score(model, tokenizer, RECORDS[:1], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("record", "error", "message"),
+    [
+        ({"text": "hi"}, ValueError, r"record 0 has keys \['text'\]; accepted: `messages`.*`prompt` with `response`"),
+        ({"prompt": "hi"}, ValueError, "record 0: has `prompt` but no `response` to score"),
+        ({"prompt": 3, "response": "x"}, TypeError, "`prompt` and `response` should be strings"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}]},
+            ValueError,
+            "the last message should be the assistant's response to score, got role 'user'",
+        ),
+        ("hello", TypeError, "record 0 should be a dict, got str"),
+    ],
+)
+def test_bad_records_are_refused(tokenizer, record, error, message):
+    with pytest.raises(error, match=message):
+        score(_with_head(), tokenizer, [record], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "`batch_size` should be a positive integer, got 0"),
+        ({"truncation": "right"}, r"`truncation` should be one of \('error', 'left'\), got 'right'"),
+        ({"max_length": 1}, "`max_length` should be an integer >= 2 or None, got 1"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ScoringOptions(**kwargs)
+
+
+def test_generation_scores_equal_force_decoding_of_the_same_tokens(kind, tokenizer):
+    model = _with_head(kind)
+    prompts = [{"prompt": r["prompt"]} for r in RECORDS if "prompt" in r]
+    generated = generate(model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=10), progress=False)
+    forced = score(
+        model,
+        tokenizer,
+        [{**p, "response": g.response, "response_token_ids": g.token_ids} for p, g in zip(prompts, generated)],
+        ScoringOptions(batch_size=2),
+        progress=False,
+    )
+    for g, f in zip(generated, forced):
+        assert len(g.token_ids) == 10 and not g.finished
+        _close(g, f, atol=1e-5)
+
+
+def test_generation_stops_at_eos_and_leaves_it_out(tokenizer):
+    model = _with_head()
+    with torch.no_grad():  # make EOS the certain choice after the first generated token
+        model.get_base_model().lm_head.base_layer.weight[tokenizer.eos_token_id] *= 0
+    first = generate(model, tokenizer, [{"prompt": "Hi"}], generation=GenerationOptions(max_new_tokens=8))[0]
+    assert tokenizer.eos_token_id not in first.token_ids
+    with_eos = generate(
+        model,
+        tokenizer,
+        [{"prompt": "Hi"}],
+        ScoringOptions(include_eos=True),
+        GenerationOptions(max_new_tokens=8),
+        progress=False,
+    )[0]
+    assert with_eos.token_ids[: len(first.token_ids)] == first.token_ids
+
+
+def test_generation_with_adapter_writes_the_same_text(tokenizer):
+    base = build_model("llama")
+    prompts = [{"prompt": "What is the capital of France?"}]
+    plain = generate(base, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False)
+    model = get_peft_model(base, SigmoidHeadConfig())
+    adapted = generate(model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False)
+    assert plain[0].token_ids == adapted[0].token_ids
+    assert "sigmoid" in adapted[0].log_scores and "sigmoid" not in plain[0].log_scores
+
+
+def test_sampled_generation_is_reproducible_by_seed(tokenizer):
+    model = _with_head()
+    prompts = [{"prompt": "Hi"}, {"prompt": "Tell me something."}]
+    options = GenerationOptions(max_new_tokens=12, do_sample=True, temperature=1.5, seed=3)
+    a = generate(model, tokenizer, prompts, generation=options, progress=False)
+    b = generate(model, tokenizer, prompts, generation=options, progress=False)
+    c = generate(model, tokenizer, prompts, generation=GenerationOptions(12, True, 1.5, seed=4), progress=False)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    assert [r.token_ids for r in a] != [r.token_ids for r in c]
+
+
+def test_seq2seq_force_decoding(tokenizer):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=300, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+        pad_token_id=0, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+    )  # fmt: skip
+    model = get_peft_model(BartForConditionalGeneration(config).eval(), SigmoidHeadConfig())
+    results = score(model, tokenizer, RECORDS[:2], ScoringOptions(batch_size=2), progress=False)
+    for record, result in zip(RECORDS, results):
+        assert result.token_ids == tokenizer(record["response"], add_special_tokens=False)["input_ids"]
+        single = score(model, tokenizer, [record], progress=False)[0]
+        _close(result, single)
