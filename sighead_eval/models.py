@@ -197,7 +197,9 @@ def save_adapter(model, path: str | os.PathLike, storage_dtype: str | None = "fl
         if storage_dtype not in DTYPES:
             raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
         weights = path / ADAPTER_WEIGHTS
-        tensors = {k: v.to(getattr(torch, storage_dtype)).contiguous() for k, v in load_file(str(weights)).items()}
+        tensors = {
+            k: v.to(getattr(torch, storage_dtype)).contiguous() for k, v in load_file(str(weights)).items()
+        }
         tmp = weights.with_name(f".{weights.name}.tmp")
         save_file(tensors, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, weights)

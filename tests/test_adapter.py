@@ -209,24 +209,56 @@ def test_output_head_found_for_other_architectures(name):
     small = {"vocab_size": 64}
     models = {
         "t5": lambda: T5ForConditionalGeneration(
-            T5Config(**small, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, decoder_start_token_id=0)
+            T5Config(
+                **small, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8, decoder_start_token_id=0
+            )
         ),
         "bart": lambda: BartForConditionalGeneration(
-            BartConfig(**small, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+            BartConfig(
+                **small,
+                d_model=16,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=32,
+                decoder_ffn_dim=32,
+            )
         ),
         "marian": lambda: MarianMTModel(
-            MarianConfig(**small, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1,
-                         decoder_start_token_id=1)
+            MarianConfig(
+                **small,
+                d_model=16,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=32,
+                decoder_ffn_dim=32,
+                pad_token_id=1,
+                decoder_start_token_id=1,
+            )
         ),
         "opt": lambda: OPTForCausalLM(
-            OPTConfig(**small, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
-                      word_embed_proj_dim=16)
+            OPTConfig(
+                **small,
+                hidden_size=16,
+                ffn_dim=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                word_embed_proj_dim=16,
+            )
         ),
         "gemma": lambda: GemmaForCausalLM(
-            GemmaConfig(**small, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+            GemmaConfig(
+                **small,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                head_dim=8,
+            )
         ),
     }
     torch.manual_seed(0)

@@ -18,7 +18,9 @@ def _distributions(n: int = 300, vocab: int = 2000, seed: int = 0) -> torch.Tens
 @pytest.mark.parametrize("mode", ["last", "first"])
 def test_sets_and_scores_agree_with_boostedprob(mode):
     log_probs = _distributions()
-    targets = torch.randint(0, log_probs.shape[-1], (log_probs.shape[0],), generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(
+        0, log_probs.shape[-1], (log_probs.shape[0],), generator=torch.Generator().manual_seed(1)
+    )
     targets[::2] = log_probs[::2].argmax(-1)  # half the targets are the top token
     sets = dominant_tokens(log_probs, mode=mode)
     reference_ids = boostedprob.find_dominant(log_probs.clone().unsqueeze(0), cut_point_mode=mode)[0]

@@ -84,7 +84,9 @@ def test_scores_match_a_direct_forward_pass(tokenizer):
     targets = torch.tensor(result.token_ids)
     logp = torch.log_softmax(out.logits[0, positions], -1)
     softmax = logp.gather(-1, targets[:, None])[:, 0]
-    sigmoid = torch.nn.functional.logsigmoid(out.sigmoid_logits[0, positions].gather(-1, targets[:, None])[:, 0])
+    sigmoid = torch.nn.functional.logsigmoid(
+        out.sigmoid_logits[0, positions].gather(-1, targets[:, None])[:, 0]
+    )
     entropy = -(logp.exp() * logp).sum(-1)
     np.testing.assert_allclose(result.log_scores["softmax"], softmax.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(result.log_scores["sigmoid"], sigmoid.detach().numpy(), atol=1e-5)
@@ -105,7 +107,9 @@ def test_chat_template_requested_without_one(plain_tokenizer):
 
 
 def test_plain_tokenizer_empty_prompt_starts_from_bos(plain_tokenizer):
-    result = score(_with_head("gpt2"), plain_tokenizer, [{"prompt": "", "response": "Water boils."}], progress=False)
+    result = score(
+        _with_head("gpt2"), plain_tokenizer, [{"prompt": "", "response": "Water boils."}], progress=False
+    )
     assert "".join(result[0].tokens) == "Water boils."
 
 
@@ -141,7 +145,13 @@ def test_word_level_combines_pieces_as_a_product(tokenizer):
 
 
 def test_word_spans():
-    assert word_spans(["The", " cap", "ital", " of", "\n", "Par", "is"]) == [(0, 1), (1, 3), (3, 4), (4, 5), (5, 7)]
+    assert word_spans(["The", " cap", "ital", " of", "\n", "Par", "is"]) == [
+        (0, 1),
+        (1, 3),
+        (3, 4),
+        (4, 5),
+        (5, 7),
+    ]
 
 
 def test_without_adapter_only_the_softmax_baselines(tokenizer):
@@ -178,7 +188,12 @@ def test_too_long_input_is_an_error_or_truncated_left(tokenizer):
     assert result.prompt_tokens_dropped > 0
     assert "".join(result.tokens) == "Paris."
     with pytest.raises(ValueError, match="the response alone is too long"):
-        score(model, tokenizer, [{"prompt": "x", "response": "Paris. " * 200}], ScoringOptions(truncation="left"))
+        score(
+            model,
+            tokenizer,
+            [{"prompt": "x", "response": "Paris. " * 200}],
+            ScoringOptions(truncation="left"),
+        )
 
 
 def test_tokenizer_without_pad_or_eos_is_refused():
@@ -193,7 +208,11 @@ def test_tokenizer_without_pad_or_eos_is_refused():
 @pytest.mark.parametrize(
     ("record", "error", "message"),
     [
-        ({"text": "hi"}, ValueError, r"record 0 has keys \['text'\]; accepted: `messages`.*`prompt` with `response`"),
+        (
+            {"text": "hi"},
+            ValueError,
+            r"record 0 has keys \['text'\]; accepted: `messages`.*`prompt` with `response`",
+        ),
         ({"prompt": "hi"}, ValueError, "record 0: has `prompt` but no `response` to score"),
         ({"prompt": 3, "response": "x"}, TypeError, "`prompt` and `response` should be strings"),
         (
@@ -225,11 +244,16 @@ def test_bad_options_are_refused(kwargs, message):
 def test_generation_scores_equal_force_decoding_of_the_same_tokens(kind, tokenizer):
     model = _with_head(kind)
     prompts = [{"prompt": r["prompt"]} for r in RECORDS if "prompt" in r]
-    generated = generate(model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=10), progress=False)
+    generated = generate(
+        model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=10), progress=False
+    )
     forced = score(
         model,
         tokenizer,
-        [{**p, "response": g.response, "response_token_ids": g.token_ids} for p, g in zip(prompts, generated)],
+        [
+            {**p, "response": g.response, "response_token_ids": g.token_ids}
+            for p, g in zip(prompts, generated)
+        ],
         ScoringOptions(batch_size=2),
         progress=False,
     )
@@ -258,9 +282,13 @@ def test_generation_stops_at_eos_and_leaves_it_out(tokenizer):
 def test_generation_with_adapter_writes_the_same_text(tokenizer):
     base = build_model("llama")
     prompts = [{"prompt": "What is the capital of France?"}]
-    plain = generate(base, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False)
+    plain = generate(
+        base, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False
+    )
     model = get_peft_model(base, SigmoidHeadConfig())
-    adapted = generate(model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False)
+    adapted = generate(
+        model, tokenizer, prompts, generation=GenerationOptions(max_new_tokens=12), progress=False
+    )
     assert plain[0].token_ids == adapted[0].token_ids
     assert "sigmoid" in adapted[0].log_scores and "sigmoid" not in plain[0].log_scores
 
@@ -271,7 +299,9 @@ def test_sampled_generation_is_reproducible_by_seed(tokenizer):
     options = GenerationOptions(max_new_tokens=12, do_sample=True, temperature=1.5, seed=3)
     a = generate(model, tokenizer, prompts, generation=options, progress=False)
     b = generate(model, tokenizer, prompts, generation=options, progress=False)
-    c = generate(model, tokenizer, prompts, generation=GenerationOptions(12, True, 1.5, seed=4), progress=False)
+    c = generate(
+        model, tokenizer, prompts, generation=GenerationOptions(12, True, 1.5, seed=4), progress=False
+    )
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     assert [r.token_ids for r in a] != [r.token_ids for r in c]
 

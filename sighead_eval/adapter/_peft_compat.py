@@ -12,7 +12,6 @@ registries in this one place.
 from __future__ import annotations
 
 
-
 class PeftTypeName(str):
     """The type's name as a plain string that also answers `.value` like a `PeftType` member:
     transformers' `load_adapter` reads `peft_type.value` and expects parameter names to carry the

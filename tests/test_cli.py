@@ -1,0 +1,111 @@
+"""`sighead-eval score`: JSONL in, JSONL out, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import build_model
+from peft import get_peft_model
+
+from sighead_eval import SigmoidHeadConfig
+from sighead_eval.cli import build_parser, main
+
+
+@pytest.fixture
+def model_dir(tmp_path, tokenizer):
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    get_peft_model(build_model("llama"), SigmoidHeadConfig()).save_pretrained(tmp_path / "head")
+    return tmp_path
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_score_jsonl_roundtrip(model_dir):
+    _write(
+        model_dir / "in.jsonl",
+        [{"id": 1, "prompt": "Hi", "response": "Water boils."}, {"id": 2, "prompt": "Hi", "response": ""}],
+    )
+    args = [
+        "score",
+        "--input",
+        str(model_dir / "in.jsonl"),
+        "--output",
+        str(model_dir / "out.jsonl"),
+        "--model",
+        str(model_dir / "base"),
+        "--adapter",
+        str(model_dir / "head"),
+        "--batch-size",
+        "2",
+    ]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (model_dir / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [1, 2]
+    assert "".join(rows[0]["tokens"]["text"]) == "Water boils."
+    assert set(rows[0]["sequence"]) >= {"sigmoid_mean", "softmax_prod", "boostedprob_min", "entropy_mean"}
+    assert rows[1]["empty_response"] is True
+
+
+def test_score_generate_without_tokens(model_dir):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi"}])
+    args = [
+        "score",
+        "--generate",
+        "--max-new-tokens",
+        "5",
+        "--no-tokens",
+        "--input",
+        str(model_dir / "in.jsonl"),
+        "--output",
+        str(model_dir / "out.jsonl"),
+        "--model",
+        str(model_dir / "base"),
+    ]
+    assert main(args) == 0
+    row = json.loads((model_dir / "out.jsonl").read_text())
+    assert row["n_tokens"] == 5 and "tokens" not in row
+    assert "sigmoid_mean" not in row["sequence"]  # no adapter given: softmax baselines only
+
+
+def test_bad_json_line_fails_before_model_work_and_keeps_the_old_output(model_dir, capsys):
+    (model_dir / "in.jsonl").write_text('{"prompt": "Hi", "response": "x"}\n{oops\n')
+    (model_dir / "out.jsonl").write_text("previous results\n")
+    args = [
+        "score",
+        "--input",
+        str(model_dir / "in.jsonl"),
+        "--output",
+        str(model_dir / "out.jsonl"),
+        "--model",
+        str(model_dir / "does-not-exist"),
+    ]
+    assert main(args) == 2
+    assert "in.jsonl, line 2: not valid JSON" in capsys.readouterr().err
+    assert (model_dir / "out.jsonl").read_text() == "previous results\n"
+
+
+def test_bad_record_keeps_the_old_output(model_dir, capsys):
+    _write(model_dir / "in.jsonl", [{"question": "Hi"}])
+    (model_dir / "out.jsonl").write_text("previous results\n")
+    args = [
+        "score",
+        "--input",
+        str(model_dir / "in.jsonl"),
+        "--output",
+        str(model_dir / "out.jsonl"),
+        "--model",
+        str(model_dir / "base"),
+    ]
+    assert main(args) == 2
+    assert "record 0 has keys ['question']" in capsys.readouterr().err
+    assert (model_dir / "out.jsonl").read_text() == "previous results\n"
+
+
+def test_help_comes_from_the_config_metadata():
+    text = build_parser()._subparsers._group_actions[0].choices["score"].format_help()
+    assert "Dominant-token rule: relative drop that marks a rank." in text
+    assert "--no-chat-template" in text and "--max-new-tokens" in text
