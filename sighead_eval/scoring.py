@@ -479,15 +479,9 @@ def score(
     order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
     results: list[ScoredText | None] = [None] * len(items)
     for batch in tqdm(list(_batches(order, options.batch_size)), desc="scoring", disable=not progress):
-        seqs = [it.prompt_ids + it.response_ids for it in batch]
-        width = max(map(len, seqs))
         # Right padding keeps every real token at its unbatched position: causal attention never
         # looks ahead at the pads, so batched scores equal unbatched ones.
-        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            input_ids[b, : len(s)] = torch.tensor(s)
-            mask[b, : len(s)] = 1
+        input_ids, mask = _right_pad([it.prompt_ids + it.response_ids for it in batch], pad)
         with _HeadInputs(model) as capture:
             logits = base(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
         hidden = capture.captured[-1]  # (B, T, H)

@@ -207,6 +207,15 @@ def test_output_head_found_for_other_architectures(name):
     )
 
     small = {"vocab_size": 64}
+    bart_like = {
+        "d_model": 16,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 32,
+        "decoder_ffn_dim": 32,
+    }
     models = {
         "t5": lambda: T5ForConditionalGeneration(
             T5Config(
@@ -216,25 +225,13 @@ def test_output_head_found_for_other_architectures(name):
         "bart": lambda: BartForConditionalGeneration(
             BartConfig(
                 **small,
-                d_model=16,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=2,
-                decoder_attention_heads=2,
-                encoder_ffn_dim=32,
-                decoder_ffn_dim=32,
+                **bart_like,
             )
         ),
         "marian": lambda: MarianMTModel(
             MarianConfig(
                 **small,
-                d_model=16,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=2,
-                decoder_attention_heads=2,
-                encoder_ffn_dim=32,
-                decoder_ffn_dim=32,
+                **bart_like,
                 pad_token_id=1,
                 decoder_start_token_id=1,
             )

@@ -20,6 +20,19 @@ def model_dir(tmp_path, tokenizer):
     return tmp_path
 
 
+def _score_args(model_dir, model="base", *extra):
+    return [
+        "score",
+        "--input",
+        str(model_dir / "in.jsonl"),
+        "--output",
+        str(model_dir / "out.jsonl"),
+        "--model",
+        str(model_dir / model),
+        *extra,
+    ]
+
+
 def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -29,19 +42,7 @@ def test_score_jsonl_roundtrip(model_dir):
         model_dir / "in.jsonl",
         [{"id": 1, "prompt": "Hi", "response": "Water boils."}, {"id": 2, "prompt": "Hi", "response": ""}],
     )
-    args = [
-        "score",
-        "--input",
-        str(model_dir / "in.jsonl"),
-        "--output",
-        str(model_dir / "out.jsonl"),
-        "--model",
-        str(model_dir / "base"),
-        "--adapter",
-        str(model_dir / "head"),
-        "--batch-size",
-        "2",
-    ]
+    args = _score_args(model_dir, "base", "--adapter", str(model_dir / "head"), "--batch-size", "2")
     assert main(args) == 0
     rows = [json.loads(line) for line in (model_dir / "out.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2]
@@ -52,19 +53,7 @@ def test_score_jsonl_roundtrip(model_dir):
 
 def test_score_generate_without_tokens(model_dir):
     _write(model_dir / "in.jsonl", [{"prompt": "Hi"}])
-    args = [
-        "score",
-        "--generate",
-        "--max-new-tokens",
-        "5",
-        "--no-tokens",
-        "--input",
-        str(model_dir / "in.jsonl"),
-        "--output",
-        str(model_dir / "out.jsonl"),
-        "--model",
-        str(model_dir / "base"),
-    ]
+    args = _score_args(model_dir, "base", "--generate", "--max-new-tokens", "5", "--no-tokens")
     assert main(args) == 0
     row = json.loads((model_dir / "out.jsonl").read_text())
     assert row["n_tokens"] == 5 and "tokens" not in row
@@ -74,15 +63,7 @@ def test_score_generate_without_tokens(model_dir):
 def test_bad_json_line_fails_before_model_work_and_keeps_the_old_output(model_dir, capsys):
     (model_dir / "in.jsonl").write_text('{"prompt": "Hi", "response": "x"}\n{oops\n')
     (model_dir / "out.jsonl").write_text("previous results\n")
-    args = [
-        "score",
-        "--input",
-        str(model_dir / "in.jsonl"),
-        "--output",
-        str(model_dir / "out.jsonl"),
-        "--model",
-        str(model_dir / "does-not-exist"),
-    ]
+    args = _score_args(model_dir, "does-not-exist")
     assert main(args) == 2
     assert "in.jsonl, line 2: not valid JSON" in capsys.readouterr().err
     assert (model_dir / "out.jsonl").read_text() == "previous results\n"
@@ -91,15 +72,7 @@ def test_bad_json_line_fails_before_model_work_and_keeps_the_old_output(model_di
 def test_bad_record_keeps_the_old_output(model_dir, capsys):
     _write(model_dir / "in.jsonl", [{"question": "Hi"}])
     (model_dir / "out.jsonl").write_text("previous results\n")
-    args = [
-        "score",
-        "--input",
-        str(model_dir / "in.jsonl"),
-        "--output",
-        str(model_dir / "out.jsonl"),
-        "--model",
-        str(model_dir / "base"),
-    ]
+    args = _score_args(model_dir)
     assert main(args) == 2
     assert "record 0 has keys ['question']" in capsys.readouterr().err
     assert (model_dir / "out.jsonl").read_text() == "previous results\n"
