@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .dominant import DominantSets, check_rule, dominant_tokens
+from .frozen import HeadInputs, frozen_pass, right_pad, unwrap
 
 PROB_ESTIMATORS = ("sigmoid", "softmax", "boostedprob")
 AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
@@ -369,41 +370,16 @@ def model_context_length(model) -> int | None:
 # ---------------------------------------------------------------------------------------------
 # The frozen pass
 # ---------------------------------------------------------------------------------------------
-def _unwrap(model):
-    """The transformers model under a PeftModel (the Sigmoid Head layers are injected in place)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def active_head(model) -> torch.Tensor | None:
     """The active Sigmoid Head weight `(V, H)` of `model`, or None (no adapter, or disabled)."""
     from .adapter import SigmoidHeadLayer
 
-    head = _unwrap(model).get_output_embeddings()
+    head = unwrap(model).get_output_embeddings()
     return head.active_head() if isinstance(head, SigmoidHeadLayer) else None
 
 
-class _HeadInputs:
-    """Forward hook on the output head that keeps its input, the `h_t` the Sigmoid Head scores."""
-
-    def __init__(self, model, last_only: bool = False):
-        self.head_module = _unwrap(model).get_output_embeddings()
-        self.last_only = last_only
-        self.captured: list[torch.Tensor] = []
-
-    def _hook(self, module, args):
-        x = args[0]
-        self.captured.append(x[:, -1].detach().clone() if self.last_only else x.detach())
-
-    def __enter__(self):
-        self._handle = self.head_module.register_forward_pre_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.remove()
-
-
 def _device(model) -> torch.device:
-    return next(_unwrap(model).parameters()).device
+    return next(unwrap(model).parameters()).device
 
 
 def _pad_id(tokenizer, eos: list[int]) -> int:
@@ -468,40 +444,27 @@ def score(
     from tqdm.auto import tqdm
 
     options = options or ScoringOptions()
-    base = _unwrap(model)
+    base = unwrap(model)
     if getattr(base.config, "is_encoder_decoder", False):
         return _score_seq2seq(model, tokenizer, records, options, progress)
     items = _encode(base, tokenizer, records, options, need_response=True)
     head = active_head(model)
-    device = _device(model)
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     # Batches of similar length waste less on padding; results go back in input order.
     order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
     results: list[ScoredText | None] = [None] * len(items)
     for batch in tqdm(list(_batches(order, options.batch_size)), desc="scoring", disable=not progress):
-        # Right padding keeps every real token at its unbatched position: causal attention never
-        # looks ahead at the pads, so batched scores equal unbatched ones.
-        input_ids, mask = _right_pad([it.prompt_ids + it.response_ids for it in batch], pad)
-        with _HeadInputs(model) as capture:
-            logits = base(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
-        hidden = capture.captured[-1]  # (B, T, H)
-        rows, targets = [], []
-        for b, it in enumerate(batch):
-            p, r = len(it.prompt_ids), len(it.response_ids)
-            rows.append((b, torch.arange(p - 1, p + r - 1)))
-            targets.extend(it.response_ids)
-        b_idx = torch.cat([torch.full_like(pos, b) for b, pos in rows])
-        t_idx = torch.cat([pos for _, pos in rows])
+        frozen = frozen_pass(
+            model,
+            [it.prompt_ids + it.response_ids for it in batch],
+            [len(it.prompt_ids) for it in batch],
+            pad,
+        )
         scores = token_scores(
-            logits[b_idx, t_idx],
-            torch.tensor(targets, device=device),
-            hidden[b_idx, t_idx] if head is not None else None,
-            head,
-            options,
+            frozen.logits, frozen.targets, frozen.hidden if head is not None else None, head, options
         )
         offset = 0
-        for it in batch:
-            r = len(it.response_ids)
+        for it, r in zip(batch, frozen.counts):
             part = {k: v[offset : offset + r] for k, v in scores.items()}
             results[it.index] = _build_result(it, tokenizer, it.response_ids, part)
             offset += r
@@ -511,7 +474,7 @@ def score(
 def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredText]:
     from tqdm.auto import tqdm
 
-    base = _unwrap(model)
+    base = unwrap(model)
     opts = ScoringOptions(**{f.name: getattr(options, f.name) for f in fields(options)})
     opts.chat_template = False  # the prompt is the encoder's input, as the model was trained
     items = _encode(base, tokenizer, records, opts, need_response=True)
@@ -520,9 +483,9 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     results: list[ScoredText | None] = [None] * len(items)
     for batch in tqdm(list(_batches(items, options.batch_size)), desc="scoring", disable=not progress):
-        enc = _right_pad([it.prompt_ids for it in batch], pad)
-        labels = _right_pad([it.response_ids for it in batch], -100)[0]
-        with _HeadInputs(model) as capture:
+        enc = right_pad([it.prompt_ids for it in batch], pad)
+        labels = right_pad([it.response_ids for it in batch], -100)[0]
+        with HeadInputs(model) as capture:
             logits = base(
                 input_ids=enc[0].to(device), attention_mask=enc[1].to(device), labels=labels.to(device)
             ).logits  # (B, L, V): position t predicts label t
@@ -534,16 +497,6 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
             )
             results[it.index] = _build_result(it, tokenizer, it.response_ids, scores)
     return results  # type: ignore[return-value]
-
-
-def _right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -565,7 +518,7 @@ def generate(
 
     options = options or ScoringOptions()
     generation = generation or GenerationOptions()
-    base = _unwrap(model)
+    base = unwrap(model)
     if getattr(base.config, "is_encoder_decoder", False):
         raise ValueError("`generate` supports decoder-only models; use `score` for encoder-decoder models")
     eos = _eos_ids(base, tokenizer)
@@ -590,7 +543,7 @@ def generate(
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         torch.manual_seed(generation.seed + n)
-        with _HeadInputs(model, last_only=True) as capture:
+        with HeadInputs(model, last_only=True) as capture:
             out = base.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
