@@ -116,6 +116,18 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return run_demo(model=ns.model, adapter=ns.adapter, output=ns.output)
 
 
+def cmd_train(ns: argparse.Namespace) -> int:
+    import shlex
+
+    from .training import TrainConfig, train
+
+    config = _options(TrainConfig, ns)
+    os.environ.setdefault("SIGHEAD_RECIPE_COMMAND", "sighead-eval train " + shlex.join(ns.argv_rest))
+    info = train(config)
+    print(json.dumps({k: v for k, v in info.items() if k != "recipe_command"}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sighead-eval", description="Sigmoid Head confidence for language models, beside its baselines."
@@ -142,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(p, GenerationOptions)
     p.set_defaults(func=cmd_score)
 
+    from .training import TrainConfig
+
+    t = sub.add_parser(
+        "train",
+        help="Train a Sigmoid Head on a frozen model",
+        description="Paper defaults (K=10 negatives, half unigram / half softmax at T=2, lr 1e-4, cosine, "
+        "early stopping with patience 3, at most 3 epochs, seed 0). "
+        "Runs data-parallel under `accelerate launch`.",
+    )
+    _add_dataclass_options(t, TrainConfig)
+    t.set_defaults(func=cmd_train)
+
     d = sub.add_parser("demo", help="Score the default model's answers to a few questions and print a table")
     d.add_argument(
         "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
@@ -157,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return ns.func(ns)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"sighead-eval {ns.command}: error: {err}", file=sys.stderr)
         return 2
 

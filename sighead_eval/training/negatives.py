@@ -1,0 +1,134 @@
+"""Negative sampling for the Sigmoid Head (Dinh & Niehues, 2026).
+
+At each trained position the reference next token is the positive. `K` negatives are drawn
+without replacement from the vocabulary minus the reference and the *dominant* tokens of the
+frozen softmax: plausible alternatives are never punished. Paper default proposal mix: half the
+negatives from the unigram frequency of target tokens (pad zeroed), half from `softmax(log p / T)`
+with `T = 2`; excluded tokens are zeroed in both. A token drawn by both halves counts once.
+
+Ablations: `random` draws uniformly from the vocabulary minus the reference, with no dominant
+exclusion; `full` uses every other token as a negative (full-vocabulary BCE, no sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from ..dominant import DominantSets
+
+MODES = ("dominant", "random", "full")
+# Keeps every allowed token drawable when its proposal probability underflows to zero.
+_FLOOR = 1e-30
+
+
+def unigram_distribution(
+    target_lists: Iterable[list[int]], vocab_size: int, pad_id: int | None
+) -> torch.Tensor:
+    """(V,) frequency of target tokens in the training data, padding zeroed."""
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for targets in target_lists:
+        counts += torch.bincount(torch.tensor(targets, dtype=torch.long), minlength=vocab_size)[:vocab_size]
+    if pad_id is not None and 0 <= pad_id < vocab_size:
+        counts[pad_id] = 0
+    if counts.sum() == 0:
+        raise ValueError("the unigram distribution is empty: no target tokens")
+    return (counts / counts.sum()).float()
+
+
+def excluded_tokens(sets: DominantSets | None, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(N, V) bool: the reference and, when `sets` is given, the dominant tokens."""
+    excluded = torch.zeros((targets.shape[0], vocab_size), dtype=torch.bool, device=targets.device)
+    if sets is not None:
+        excluded.scatter_(1, sets.ids, sets.mask)
+    excluded[torch.arange(targets.shape[0], device=targets.device), targets] = True
+    return excluded
+
+
+def _first_k_distinct(draws: torch.Tensor, usable: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `k` distinct usable tokens of each row of `draws` (N, M), in draw order; and the
+    rows (N,) that have fewer than `k` of them."""
+    m = draws.shape[1]
+    values, index = torch.where(usable, draws, -1).sort(dim=1, stable=True)
+    first = values >= 0
+    first[:, 1:] &= values[:, 1:] != values[:, :-1]
+    new = torch.zeros_like(first).scatter_(1, index, first)  # first usable occurrence, in draw order
+    keep = new & (new.cumsum(1) <= k)
+    slots = torch.arange(m, device=draws.device).expand_as(draws)
+    order = torch.argsort(torch.where(keep, slots, slots + m), dim=1)[:, :k]
+    return draws.gather(1, order), keep.sum(1) < k
+
+
+def _draw(proposal: torch.Tensor, excluded: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """`k` distinct tokens per row from the row-wise `proposal` (N, V) with `excluded` zeroed.
+
+    Successive sampling (draw with replacement, keep the first `k` distinct tokens) is exactly
+    sampling without replacement, at a fraction of `multinomial(replacement=False)`'s cost over
+    a large vocabulary; rows that do not reach `k` distinct draws take that slow path.
+    """
+    if k == 0:
+        return torch.empty((proposal.shape[0], 0), dtype=torch.long, device=proposal.device)
+    q = proposal.clamp_min(_FLOOR).masked_fill_(excluded, 0.0)  # (N, V)
+    draws = torch.multinomial(q, 4 * k, replacement=True, generator=generator)  # (N, 4k)
+    out, short = _first_k_distinct(draws, torch.ones_like(draws, dtype=torch.bool), k)
+    if short.any():
+        out[short] = torch.multinomial(q[short], k, replacement=False, generator=generator)
+    return out
+
+
+def _draw_shared(
+    dist: torch.Tensor, excluded: torch.Tensor, k: int, generator: torch.Generator
+) -> torch.Tensor:
+    """As `_draw` for one proposal `dist` (V,) shared by every row: draws from `dist` and rejects
+    each row's excluded tokens (exact for the renormalised distribution), never building (N, V)."""
+    n = excluded.shape[0]
+    if k == 0:
+        return torch.empty((n, 0), dtype=torch.long, device=excluded.device)
+    draws = torch.multinomial(dist, n * 8 * k, replacement=True, generator=generator).view(n, 8 * k)
+    out, short = _first_k_distinct(draws, ~excluded.gather(1, draws), k)
+    if short.any():
+        out[short] = _draw(dist.expand(int(short.sum()), -1), excluded[short], k, generator)
+    return out
+
+
+def sample_negatives(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    k: int = 10,
+    mode: str = "dominant",
+    sets: DominantSets | None = None,
+    unigram: torch.Tensor | None = None,
+    unigram_share: float = 0.5,
+    temperature: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(negatives (N, K) token ids, valid (N, K) bool). Invalid entries are duplicates."""
+    if mode not in ("dominant", "random"):
+        raise ValueError(f"`mode` should be 'dominant' or 'random' for sampling, got {mode!r}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` should be a positive integer, got {k!r}")
+    n, vocab = logits.shape
+    if mode == "random":
+        excluded = excluded_tokens(None, targets, vocab)
+        uniform = torch.ones((n, vocab), device=logits.device)
+        negatives = _draw(uniform, excluded, k, generator)
+        return negatives, torch.ones_like(negatives, dtype=torch.bool)
+    if sets is None or unigram is None:
+        raise ValueError(
+            "dominant-excluded sampling needs the dominant `sets` and the `unigram` distribution"
+        )
+    if not 0.0 <= unigram_share <= 1.0:
+        raise ValueError(f"`unigram_share` should be in [0, 1], got {unigram_share!r}")
+    excluded = excluded_tokens(sets, targets, vocab)
+    k_uni = round(k * unigram_share)
+    from_unigram = _draw_shared(unigram.to(logits.device), excluded, k_uni, generator)  # (N, k_u)
+    tempered = torch.softmax(logits.float() / temperature, dim=-1)  # (N, V)
+    from_softmax = _draw(tempered, excluded, k - k_uni, generator)  # (N, k_s)
+    negatives = torch.cat([from_unigram, from_softmax], dim=1)  # (N, K)
+    valid = torch.ones_like(negatives, dtype=torch.bool)
+    if k_uni and k - k_uni:
+        dup = (from_softmax.unsqueeze(-1) == from_unigram.unsqueeze(1)).any(-1)  # (N, k_s)
+        valid[:, k_uni:] = ~dup
+    return negatives, valid

@@ -1,0 +1,330 @@
+"""Training the Sigmoid Head: each step of the method, then the trainer on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CORPUS, build_model
+from safetensors.torch import load_file
+
+from sighead_eval.dominant import dominant_tokens
+from sighead_eval.training import (
+    TrainConfig,
+    TrainingError,
+    detect_shape,
+    encode_examples,
+    excluded_tokens,
+    full_vocab_loss,
+    sample_negatives,
+    sigmoid_head_loss,
+    train,
+    unigram_distribution,
+)
+from sighead_eval.training import trainer as trainer_module
+
+
+def _peaked_logits(n: int = 64, vocab: int = 300, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, vocab, generator=g) * 2
+    logits[:, :3] += 6.0  # a dominant set at the top
+    return logits
+
+
+# -- negatives ------------------------------------------------------------------------------------
+def test_negatives_avoid_the_reference_and_the_dominant_set():
+    logits = _peaked_logits()
+    targets = torch.randint(0, 300, (64,), generator=torch.Generator().manual_seed(1))
+    sets = dominant_tokens(torch.log_softmax(logits, -1))
+    assert sets.size.float().mean() > 1
+    unigram = torch.full((300,), 1 / 300)
+    neg, valid = sample_negatives(logits, targets, sets=sets, unigram=unigram, generator=torch.Generator())
+    assert neg.shape == valid.shape == (64, 10)
+    excluded = excluded_tokens(sets, targets, 300)
+    assert not excluded.gather(1, neg).any()
+    for half in (neg[:, :5], neg[:, 5:]):  # each half is drawn without replacement
+        assert all(len(set(row.tolist())) == 5 for row in half)
+    duplicated = (neg[:, 5:].unsqueeze(-1) == neg[:, :5].unsqueeze(1)).any(-1)
+    assert torch.equal(~valid[:, 5:], duplicated) and valid[:, :5].all()
+
+
+def test_random_negatives_exclude_only_the_reference():
+    logits = _peaked_logits(n=256)
+    targets = torch.zeros(256, dtype=torch.long)
+    neg, valid = sample_negatives(
+        logits, targets, mode="random", k=20, generator=torch.Generator().manual_seed(0)
+    )
+    assert valid.all() and not (neg == 0).any()
+    assert ((neg == 1) | (neg == 2)).any()  # dominant tokens can be drawn
+
+
+@pytest.mark.parametrize("share", [1.0, 0.0])
+def test_sampling_follows_the_masked_proposal(share):
+    """First draws are distributed as the proposal renormalised over the allowed tokens."""
+    vocab, n = 8, 20000
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.5, 0.0, -1.0, 0.2]]).expand(n, vocab)
+    targets = torch.zeros(n, dtype=torch.long)
+    unigram = torch.tensor([0.3, 0.05, 0.05, 0.2, 0.1, 0.1, 0.1, 0.1])
+    sets = dominant_tokens(torch.log_softmax(logits, -1), top_k=8)
+    excluded = excluded_tokens(sets, targets, vocab)[0]
+    neg, _ = sample_negatives(
+        logits, targets, k=1, sets=sets, unigram=unigram, unigram_share=share, temperature=2.0,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    proposal = unigram if share == 1.0 else torch.softmax(logits[0] / 2.0, -1)
+    expected = proposal.masked_fill(excluded, 0)
+    expected = expected / expected.sum()
+    observed = torch.bincount(neg[:, 0], minlength=vocab).float() / n
+    assert torch.allclose(observed, expected, atol=0.015)
+
+
+def test_unigram_distribution_zeroes_padding():
+    dist = unigram_distribution([[1, 1, 2], [0, 0, 2]], vocab_size=4, pad_id=0)
+    assert torch.allclose(dist, torch.tensor([0.0, 0.5, 0.5, 0.0]))
+
+
+# -- loss -----------------------------------------------------------------------------------------
+def test_loss_by_hand_and_sparse_rows():
+    torch.manual_seed(0)
+    head = torch.nn.Embedding(20, 4, sparse=True)
+    hidden = torch.randn(3, 4)
+    targets = torch.tensor([1, 2, 3])
+    negatives = torch.tensor([[4, 5], [6, 7], [8, 9]])
+    valid = torch.tensor([[True, True], [True, False], [True, True]])
+    loss, logits = sigmoid_head_loss(head, hidden, targets, negatives, valid)
+    w = head.weight.detach()
+    terms = []
+    for i in range(3):
+        terms.append(-F.logsigmoid(w[targets[i]] @ hidden[i]))
+        for j in range(2):
+            if valid[i, j]:
+                terms.append(-F.logsigmoid(-(w[negatives[i, j]] @ hidden[i])))
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+    loss.backward()
+    grad = head.weight.grad.coalesce()
+    assert grad.is_sparse
+    touched = set(grad.indices()[0].tolist())
+    assert touched == {1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+
+def test_full_vocab_loss_by_hand():
+    torch.manual_seed(0)
+    weight, hidden, targets = torch.randn(5, 3), torch.randn(2, 3), torch.tensor([0, 4])
+    labels = torch.zeros(2, 5)
+    labels[0, 0] = labels[1, 4] = 1
+    expected = F.binary_cross_entropy_with_logits(hidden @ weight.T, labels)
+    assert full_vocab_loss(weight, hidden, targets).item() == pytest.approx(expected.item())
+
+
+# -- data -----------------------------------------------------------------------------------------
+def test_unknown_shape_lists_columns_found_and_accepted():
+    with pytest.raises(ValueError, match=r"columns \['answer', 'question'\]; accepted shapes: `messages`;"):
+        detect_shape(["question", "answer"])
+
+
+def test_masking_trains_response_tokens_only(tokenizer):
+    model = build_model("llama")
+    rows = [{"prompt": "Say something.", "response": "Water boils."}]
+    (example,) = encode_examples(model, tokenizer, rows, max_length=512, chat_template=None)
+    response = tokenizer("Water boils.", add_special_tokens=False)["input_ids"]
+    assert example.ids[example.start :] == response
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say something."}], tokenize=False, add_generation_prompt=True
+    )
+    assert example.ids[: example.start] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def test_plain_text_trains_every_token_after_the_first(plain_tokenizer):
+    (example,) = encode_examples(build_model("gpt2"), plain_tokenizer, [{"text": "Water boils."}], 512, None)
+    assert example.start == 1 and plain_tokenizer.decode(example.ids[1:]) == "Water boils."
+
+
+def test_chat_data_without_chat_template(plain_tokenizer):
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    with pytest.raises(ValueError, match="chat-shaped \\(messages\\) but the tokenizer has no chat template"):
+        encode_examples(build_model("gpt2"), plain_tokenizer, rows, 512, None)
+
+
+def test_empty_after_masking(tokenizer):
+    rows = [{"prompt": "A long prompt " * 20, "response": "x"}]
+    with pytest.raises(ValueError, match="no response token is left to train on after masking"):
+        encode_examples(build_model("llama"), tokenizer, rows, max_length=10, chat_template=None)
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+RECORDS = [{"prompt": f"Say thing {i}.", "response": CORPUS[i % 6]} for i in range(40)]
+
+
+def _config(tmp_path, name="run", **kw) -> TrainConfig:
+    defaults = {
+        "output_dir": str(tmp_path / name), "lr": 1e-2, "epochs": 2, "batch_size": 4, "grad_accum": 2,
+        "eval_every": 2, "dev_fraction": 0.2, "patience": 10,
+    }  # fmt: skip
+    return TrainConfig(**{**defaults, **kw})
+
+
+def _run(config, tokenizer, model=None):
+    return train(
+        config, model=model or build_model("llama"), tokenizer=tokenizer, records=RECORDS, progress=False
+    )
+
+
+def _head(path) -> torch.Tensor:
+    return next(iter(load_file(str(Path(path) / "adapter_model.safetensors")).values()))
+
+
+def test_training_lowers_dev_bce_and_writes_adapter_and_card(tmp_path, tokenizer):
+    info = _run(_config(tmp_path), tokenizer)
+    out = tmp_path / "run"
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+    assert info["steps"] == 8 and info["tokens"] > 0
+    card = (out / "README.md").read_text()
+    for needle in (
+        "base_model:",
+        "dev_bce",
+        "Trained response tokens",
+        "Wall time",
+        "`num_negatives` | `10`",
+    ):
+        assert needle in card
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [0, 2, 4, 6, 8]
+    assert not (out / "checkpoint").exists()
+    from peft import PeftModel
+
+    PeftModel.from_pretrained(build_model("llama"), out)  # loads back
+
+
+def test_same_seed_same_adapter(tmp_path, tokenizer):
+    _run(_config(tmp_path, "a"), tokenizer)
+    _run(_config(tmp_path, "b"), tokenizer)
+    _run(_config(tmp_path, "c", seed=1), tokenizer)
+    assert torch.equal(_head(tmp_path / "a"), _head(tmp_path / "b"))
+    assert not torch.equal(_head(tmp_path / "a"), _head(tmp_path / "c"))
+
+
+def test_only_touched_rows_change(tmp_path, tokenizer):
+    model = build_model("llama")
+    initial = model.get_output_embeddings().weight.detach().clone()
+    _run(_config(tmp_path, max_steps=1, eval_every=0, epochs=1), tokenizer, model=build_model("llama"))
+    changed = (_head(tmp_path / "run") != initial).any(-1)
+    assert 0 < changed.sum() < initial.shape[0]
+
+
+def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch):
+    _run(_config(tmp_path, "whole"), tokenizer)
+    real_step = trainer_module._optimizer_step
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "_optimizer_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path, "split"), tokenizer)
+    assert (tmp_path / "split" / "checkpoint" / "state.json").is_file()
+    monkeypatch.setattr(trainer_module, "_optimizer_step", real_step)
+    _run(_config(tmp_path, "split", resume=True), tokenizer)
+    assert torch.equal(_head(tmp_path / "whole"), _head(tmp_path / "split"))
+
+
+def test_existing_adapter_is_not_overwritten_unless_asked(tmp_path, tokenizer):
+    _run(_config(tmp_path, max_steps=1, eval_every=0), tokenizer)
+    before = _head(tmp_path / "run")
+    with pytest.raises(ValueError, match="already holds an adapter .* `overwrite=True`"):
+        _run(_config(tmp_path, max_steps=1, eval_every=0, seed=5), tokenizer)
+    assert torch.equal(_head(tmp_path / "run"), before)
+    _run(_config(tmp_path, max_steps=1, eval_every=0, seed=5, overwrite=True), tokenizer)
+    assert not torch.equal(_head(tmp_path / "run"), before)
+
+
+def test_resume_without_checkpoint_or_with_other_settings(tmp_path, tokenizer, monkeypatch):
+    with pytest.raises(ValueError, match="holds no checkpoint to resume from"):
+        _run(_config(tmp_path, resume=True), tokenizer)
+    monkeypatch.setattr(trainer_module, "_optimizer_step", _raise_on_call(3))
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path), tokenizer)
+    with pytest.raises(ValueError, match=r"made with other settings: \['lr'\]"):
+        _run(_config(tmp_path, resume=True, lr=0.5), tokenizer)
+
+
+def _raise_on_call(n):
+    real = trainer_module._optimizer_step
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return step
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer, monkeypatch):
+    real = trainer_module._batch_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, tokens = real(*args, **kwargs)
+        return (loss * math.nan if calls["n"] > 9 else loss), tokens
+
+    monkeypatch.setattr(trainer_module, "_batch_loss", poisoned)
+    with pytest.raises(TrainingError, match="non-finite training loss .* last good checkpoint"):
+        _run(_config(tmp_path), tokenizer)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["state"]
+    assert state["step"] == 4
+    assert torch.isfinite(load_file(str(tmp_path / "run" / "checkpoint" / "state.safetensors"))["head"]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"negatives": "hard"}, r"`negatives` should be one of \('dominant', 'random', 'full'\), got 'hard'"),
+        ({"num_negatives": 0}, "`num_negatives` should be a positive integer, got 0"),
+        ({"base_dtype": "int8"}, "`base_dtype` should be 'float32' or 'bfloat16', got 'int8'"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["random", "full"])
+def test_ablations_train(tmp_path, tokenizer, mode):
+    info = _run(_config(tmp_path, negatives=mode, epochs=1), tokenizer)
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+
+
+def test_data_parallel_matches_one_process(tmp_path, tokenizer):
+    """`accelerate launch` with 2 CPU processes (gloo) gives the dev loss of one process."""
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    common = ["train", "--model", str(tmp_path / "base"), "--data", str(data), "--lr", "0.01", "--epochs", "1",
+              "--batch-size", "4", "--grad-accum", "2", "--dev-fraction", "0.2", "--eval-every", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    single = [sys.executable, "-m", "sighead_eval.cli", *common, "--output-dir", str(tmp_path / "one")]
+    subprocess.run(single, check=True, env=env, capture_output=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "sighead_eval.cli", *common, "--output-dir", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(launch, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "trainer_state.json").read_text())
+    two = json.loads((tmp_path / "two" / "trainer_state.json").read_text())
+    assert two["world"] == 2 and one["world"] == 1
+    assert two["tokens"] == one["tokens"]
+    assert two["dev_after"]["dev_bce"] == pytest.approx(one["dev_after"]["dev_bce"], abs=1e-4)
