@@ -313,8 +313,9 @@ def test_data_parallel_matches_one_process(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "base")
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    common = ["train", "--model", str(tmp_path / "base"), "--data", str(data), "--lr", "0.01", "--epochs", "1",
-              "--batch-size", "4", "--grad-accum", "2", "--dev-fraction", "0.2", "--eval-every", "2"]  # fmt: skip
+    common = ["train", "--model", str(tmp_path / "base"), "--data", str(data), "--lr", "0.01",
+              "--epochs", "1", "--batch-size", "4", "--grad-accum", "2", "--dev-fraction", "0.2",
+              "--eval-every", "2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     single = [sys.executable, "-m", "sighead_eval.cli", *common, "--output-dir", str(tmp_path / "one")]
     subprocess.run(single, check=True, env=env, capture_output=True)
