@@ -20,6 +20,7 @@ _LAZY = {
     "load_model": "models",
     "load_adapter": "models",
     "default_model_dir": "models",
+    "metric_path": "hf_metrics",
 }
 
 

@@ -1,0 +1,70 @@
+"""How well confidences predict quality: correlations, detection, calibration and selective generation."""
+
+import datasets
+import evaluate
+
+from sighead_eval import metrics as core
+
+_DESCRIPTION = """
+Measures whether a confidence score is worth trusting. `predictions` are confidences (higher =
+more sure), `references` the outputs' quality: graded human scores (e.g. MT direct assessment),
+or 1/0 for correct/wrong (hallucination, answer correctness, paraphrase labels).
+
+For graded references: Pearson, Spearman, Kendall and the prediction-rejection ratio (PRR, also
+up to 50 % rejection). For binary references: ROC-AUC, average precision, PRR, the area under the
+risk-coverage curve (AURC), and when the confidences are probabilities, Brier score, expected
+calibration error (20 bins) and BCE. Same code as sighead-eval's lm-eval tasks: results agree
+exactly.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float`): confidence per output, higher = more confident.
+    references (`list` of `float`): quality per output; 0/1 for binary quality.
+    kind (`str`, optional): 'auto' (default: binary when every reference is 0 or 1), 'graded' or 'binary'.
+    metrics (`list` of `str`, optional): compute only these, from pearson, spearman, kendall,
+        roc_auc, average_precision, prr, prr_50, aurc, brier, ece, bce.
+Returns:
+    A dict of plain floats, one per metric.
+Examples:
+    >>> import evaluate, sighead_eval
+    >>> metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    >>> out = metric.compute(predictions=[0.9, 0.8, 0.3, 0.1], references=[1, 1, 0, 1])
+    >>> round(out["roc_auc"], 3), round(out["brier"], 4), round(out["prr"], 3)
+    (0.667, 0.2375, 0.556)
+    >>> out = metric.compute(predictions=[0.2, 0.4, 0.6, 0.8], references=[10.0, 30.0, 20.0, 40.0])
+    >>> round(out["pearson"], 3), round(out["spearman"], 3), round(out["prr"], 3)
+    (0.8, 0.8, 0.833)
+"""
+
+_CITATION = """
+@article{dinh2026sigmoid,
+  title={Sigmoid Head for Quality Estimation under Language Ambiguity},
+  author={Dinh, Tu Anh and Niehues, Jan},
+  journal={arXiv preprint arXiv:2601.00680},
+  year={2026}
+}
+@article{malinin2021uncertainty,
+  title={Uncertainty Estimation in Autoregressive Structured Prediction},
+  author={Malinin, Andrey and Gales, Mark},
+  journal={International Conference on Learning Representations},
+  year={2021}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class ConfidenceQuality(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+            reference_urls=["https://arxiv.org/abs/2601.00680"],
+        )
+
+    def _compute(self, predictions, references, kind="auto", metrics=None):
+        return core.quality_metrics(predictions, references, kind=kind, metrics=metrics)

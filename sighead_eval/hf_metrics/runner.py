@@ -1,0 +1,50 @@
+"""What the `sigmoid_confidence` evaluate module runs; kept in the package, the module is a shim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def sequence_confidences(
+    cache: dict,
+    predictions: Sequence[str],
+    sources,
+    model: str | None,
+    adapter: str | None,
+    batch_size: int,
+    chat_template: bool | None,
+    return_tokens: bool,
+) -> dict:
+    from ..models import check_adapter_dir, load_model
+    from ..scoring import ScoringOptions, score
+
+    if not predictions:
+        raise ValueError("`predictions` is empty; give at least one text to score")
+    if sources is None:
+        sources = [""] * len(predictions)
+    if isinstance(sources, str) or len(sources) != len(predictions):
+        raise ValueError(
+            f"`sources` should be a list with one prompt per prediction: got {len(sources)} sources "
+            f"for {len(predictions)} predictions"
+        )
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    key = (model, None if adapter is None else str(adapter))
+    if key not in cache:  # one model load per metric instance and (model, adapter)
+        cache[key] = load_model(model, adapter=adapter)
+    lm, tokenizer = cache[key]
+    records = []
+    for text, source in zip(predictions, sources):
+        if isinstance(source, list):
+            records.append({"messages": [*source, {"role": "assistant", "content": text}]})
+        else:
+            records.append({"prompt": str(source), "response": text})
+    results = score(
+        lm, tokenizer, records, ScoringOptions(batch_size=batch_size, chat_template=chat_template)
+    )
+    names = list(results[0].sequence_scores())
+    scores = {name: [r.sequence_scores()[name] for r in results] for name in names}
+    out = {"scores": scores, "means": {name: sum(v) / len(v) for name, v in scores.items()}}
+    if return_tokens:
+        out["tokens"] = [r.to_dict()["tokens"] for r in results]
+    return out

@@ -1,0 +1,103 @@
+"""The evaluate modules load offline from the package and agree with the metric core."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import evaluate
+import pytest
+
+import sighead_eval
+from sighead_eval import metrics as core
+
+ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-instruct-wiki"
+
+
+def _run_doctests(metric) -> doctest.TestResults:
+    test = doctest.DocTestParser().get_doctest(type(metric).__doc__, {}, type(metric).__name__, None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    return runner.summarize(verbose=False)
+
+
+def test_metric_path_lies_in_the_installed_package():
+    path = Path(sighead_eval.metric_path("confidence_quality"))
+    assert path.parent.parent == Path(sighead_eval.__file__).parent
+    assert (path / "confidence_quality.py").is_file() and (path / "README.md").is_file()
+
+
+def test_unknown_metric_name_suggests_the_closest():
+    with pytest.raises(
+        ValueError, match="Unknown metric 'confidence_qualty'.*Did you mean 'confidence_quality'"
+    ):
+        sighead_eval.metric_path("confidence_qualty")
+
+
+def test_confidence_quality_agrees_with_the_core_and_supports_add_batch():
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    assert type(metric).__name__ == "ConfidenceQuality"
+    conf, correct = [0.9, 0.1, 0.8, 0.4, 0.3, 0.7], [1, 0, 1, 1, 0, 0]
+    for c, y in zip(conf, correct):
+        metric.add_batch(predictions=[c], references=[y])
+    assert metric.compute() == core.quality_metrics(conf, correct)
+    graded = metric.compute(predictions=conf, references=[3.1, 0.2, 2.5, 1.0, 1.5, 2.0])
+    assert set(graded) == set(core.GRADED)
+    subset = metric.compute(predictions=conf, references=correct, metrics=["roc_auc"])
+    assert subset == {"roc_auc": core.roc_auc(conf, correct)}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"predictions": [0.1, 0.2], "references": [1, 1]}, "needs both correct"),
+        (
+            {"predictions": [0.1, 0.2], "references": [0, 1], "metrics": ["f1"]},
+            r"unknown metric\(s\) \['f1'\]",
+        ),
+    ],
+)
+def test_confidence_quality_errors(kwargs, message):
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    with pytest.raises(ValueError, match=message):
+        metric.compute(**kwargs)
+
+
+def test_confidence_quality_mismatched_lengths():
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    with pytest.raises(ValueError):  # evaluate itself refuses ragged columns
+        metric.compute(predictions=[0.1, 0.2], references=[1])
+
+
+def test_confidence_quality_doctests():
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    result = _run_doctests(metric)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_sigmoid_confidence_on_a_local_model(tmp_path, tokenizer):
+    from conftest import build_model
+    from peft import get_peft_model
+
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    get_peft_model(build_model("llama"), sighead_eval.SigmoidHeadConfig()).save_pretrained(tmp_path / "head")
+    metric = evaluate.load(sighead_eval.metric_path("sigmoid_confidence"))
+    texts = ["Water boils.", "The capital of France is Paris."]
+    kwargs = {"model": str(tmp_path / "base"), "adapter": str(tmp_path / "head")}
+    out = metric.compute(predictions=texts, sources=["Hi", "Hi"], return_tokens=True, **kwargs)
+    assert len(out["scores"]["sigmoid_mean"]) == 2 and len(out["tokens"]) == 2
+    assert out["means"]["softmax_mean"] == pytest.approx(sum(out["scores"]["softmax_mean"]) / 2)
+    metric.compute(predictions=texts, **kwargs)
+    assert len(metric.__dict__["_sighead_models"]) == 1  # the model loaded once
+    with pytest.raises(ValueError, match="one prompt per prediction: got 1 sources for 2 predictions"):
+        metric.compute(predictions=texts, sources=["Hi"], **kwargs)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        metric.compute(predictions=texts, model=str(tmp_path / "base"), adapter=str(tmp_path / "nope"))
+
+
+@pytest.mark.integration
+def test_sigmoid_confidence_doctests_on_the_default_model():
+    metric = evaluate.load(sighead_eval.metric_path("sigmoid_confidence"))
+    result = _run_doctests(metric)
+    assert result.attempted >= 3 and result.failed == 0
