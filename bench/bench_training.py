@@ -1,0 +1,112 @@
+"""Training cost on the embedded default model; prints its figures.
+
+Variants, each in its own process (so peak memory is its own), on the same batches of the
+default head's training data (Wikipedia summaries as chat answers):
+- `forward`: the frozen model's body alone (hidden states, no logits): the floor;
+- `sampled`: a full Sigmoid Head training step (frozen pass with logits at response positions,
+  dominant sets, negatives, BCE, sparse SparseAdam step);
+- `full`: the full-vocabulary BCE ablation (dense gradient, dense Adam).
+Targets: sampled >= 80 % of forward's response tokens/s; sampled >= 3x faster than full.
+
+Usage: python bench/bench_training.py [--batches 6] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def run_variant(variant: str, batches: int, batch_size: int) -> dict:
+    import torch
+    from peft import get_peft_model
+
+    from sighead_eval import SigmoidHeadConfig
+    from sighead_eval.models import load_model
+    from sighead_eval.scoring import _eos_ids, _pad_id
+    from sighead_eval.training import TrainConfig
+    from sighead_eval.training.data import encode_examples, load_records
+    from sighead_eval.training.negatives import unigram_distribution
+    from sighead_eval.training.trainer import _batch_loss
+
+    model, tokenizer = load_model()
+    model.requires_grad_(False)
+    rows = load_records("sighead:wiki")[: batch_size * (batches + 1)]
+    examples = encode_examples(model, tokenizer, rows, 512, None)
+    groups = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)][: batches + 1]
+    pad = _pad_id(tokenizer, _eos_ids(model, tokenizer))
+    config = TrainConfig(negatives="full" if variant == "full" else "dominant")
+    peft_model = get_peft_model(model, SigmoidHeadConfig())
+    head = peft_model.get_base_model().get_output_embeddings().sigmoid_head_embedding["default"]
+    unigram = unigram_distribution((e.ids[e.start :] for e in examples), head.weight.shape[0], pad)
+    if variant == "full":
+        head.sparse = False
+        optimizer = torch.optim.Adam([head.weight], lr=1e-3)
+    else:
+        optimizer = torch.optim.SparseAdam([head.weight], lr=1e-3)
+
+    def step(batch, bi):
+        if variant == "forward":
+            from sighead_eval.frozen import right_pad
+
+            ids, mask = right_pad([e.ids for e in batch], pad)
+            with torch.no_grad():
+                model.base_model(input_ids=ids, attention_mask=mask)
+            return sum(e.n_targets for e in batch)
+        loss, tokens = _batch_loss(
+            peft_model, head, head, batch, config, unigram, pad, 0, bi, variant == "full"
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return tokens
+
+    step(groups[0], 0)  # warm-up
+    start, tokens = time.perf_counter(), 0
+    for bi, batch in enumerate(groups[1:], 1):
+        tokens += step(batch, bi)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"variant": variant, "seconds": seconds, "tokens": tokens, "peak_rss_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--variant", choices=["forward", "sampled", "full"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.batches, args.batch_size)))
+        return
+    results = {}
+    for variant in ("forward", "sampled", "full"):
+        cmd = [sys.executable, __file__, "--variant", variant, "--batches", str(args.batches),
+               "--batch-size", str(args.batch_size)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+    s, u = results["sampled"], results["full"]
+    rate = {k: v["tokens"] / v["seconds"] for k, v in results.items()}
+    print(f"{args.batches} batches of {args.batch_size} wiki chat examples, {s['tokens']} response tokens")
+    labels = {
+        "forward": "frozen forward only (no logits)",
+        "sampled": "Sigmoid Head step (sampled)",
+        "full": "full-vocabulary BCE step",
+    }
+    for key, label in labels.items():
+        print(f"  {label:32s} {rate[key]:7.0f} tokens/s   peak RSS {results[key]['peak_rss_mb']:6.0f} MB")
+    print(
+        f"  sampled / forward                {100 * rate['sampled'] / rate['forward']:6.1f} %  (target >= 80 %)"
+    )
+    print(f"  sampled speed-up over full       {rate['sampled'] / rate['full']:6.2f} x  (target >= 3x)")
+    print(f"  peak memory, full - sampled      {u['peak_rss_mb'] - s['peak_rss_mb']:+6.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
