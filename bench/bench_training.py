@@ -101,9 +101,8 @@ def main() -> None:
     }
     for key, label in labels.items():
         print(f"  {label:32s} {rate[key]:7.0f} tokens/s   peak RSS {results[key]['peak_rss_mb']:6.0f} MB")
-    print(
-        f"  sampled / forward                {100 * rate['sampled'] / rate['forward']:6.1f} %  (target >= 80 %)"
-    )
+    share = 100 * rate["sampled"] / rate["forward"]
+    print(f"  sampled / forward                {share:6.1f} %  (target >= 80 %)")
     print(f"  sampled speed-up over full       {rate['sampled'] / rate['full']:6.2f} x  (target >= 3x)")
     print(f"  peak memory, full - sampled      {u['peak_rss_mb'] - s['peak_rss_mb']:+6.0f} MB")
 
