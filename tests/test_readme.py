@@ -17,6 +17,8 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "readme"})
-    printed = capsys.readouterr().out.split()
-    assert len(printed) == 2 and all(0.0 <= float(x) <= 1.0 for x in printed)
+    lines = capsys.readouterr().out.splitlines()
+    first = lines[0].split()
+    assert len(first) == 2 and all(0.0 <= float(x) <= 1.0 for x in first)
+    assert "'roc_auc': 1.0" in lines[-1]  # the evaluate example: Paris above Madrid
     assert (tmp_path / "my-head" / "adapter_model.safetensors").is_file()
