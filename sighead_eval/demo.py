@@ -132,7 +132,7 @@ def run_demo(model: str | None = None, adapter: str | None = None, output: str =
     from .scoring import GenerationOptions, generate, score
 
     out_dir = _check_output(output)  # bad input stops before any model work
-    if adapter is None and SHIPPED_ADAPTER.is_dir() and model is None:
+    if adapter is None and (SHIPPED_ADAPTER / "adapter_config.json").is_file() and model is None:
         adapter = str(SHIPPED_ADAPTER)
     if adapter is not None:
         check_adapter_dir(adapter)
