@@ -202,6 +202,13 @@ def test_training_lowers_dev_bce_and_writes_adapter_and_card(tmp_path, tokenizer
     PeftModel.from_pretrained(build_model("llama"), out)  # loads back
 
 
+def test_separate_dev_data(tmp_path, tokenizer):
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps({"text": c}) + "\n" for c in CORPUS[:5]))
+    info = _run(_config(tmp_path, dev_data=str(dev), epochs=1), tokenizer)
+    assert info["n_dev"] == 5 and info["n_train"] == len(RECORDS)
+
+
 def test_same_seed_same_adapter(tmp_path, tokenizer):
     _run(_config(tmp_path, "a"), tokenizer)
     _run(_config(tmp_path, "b"), tokenizer)

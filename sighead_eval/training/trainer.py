@@ -57,6 +57,12 @@ class TrainConfig:
     data_split: str | None = field(
         default=None, metadata={"help": "Split of a hub dataset (default: train)."}
     )
+    dev_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "A separate dev set, in the forms `data` takes. Default: part of `data`, held out by seed."
+        },
+    )
     chat_template: bool | None = field(
         default=None, metadata={"help": "Format chat/prompt data with the chat template (default: yes)."}
     )
@@ -361,7 +367,13 @@ def train(config: TrainConfig, model=None, tokenizer=None, records=None, progres
     examples = encode_examples(model, tokenizer, rows, config.max_length, config.chat_template)
     if config.max_examples is not None:
         examples = examples[: config.max_examples]
-    train_set, dev_set = split_dev(examples, config.dev_fraction, config.dev_max, config.seed)
+    if config.dev_data is None:
+        train_set, dev_set = split_dev(examples, config.dev_fraction, config.dev_max, config.seed)
+    else:
+        train_set = examples
+        dev_rows = load_records(config.dev_data, config.data_split)
+        dev_set = encode_examples(model, tokenizer, dev_rows, config.max_length, config.chat_template)
+        dev_set = dev_set[: config.dev_max] if config.dev_max is not None else dev_set
     pad = _pad_id(tokenizer, _eos_ids(model, tokenizer))
 
     peft_model = get_peft_model(model, SigmoidHeadConfig(init_from_lm_head=config.init_from_lm_head))
