@@ -59,9 +59,7 @@ class TrainConfig:
     )
     dev_data: str | None = field(
         default=None,
-        metadata={
-            "help": "A separate dev set, in the forms `data` takes. Default: part of `data`, held out by seed."
-        },
+        metadata={"help": "A separate dev set, in the forms `data` takes. Default: part of `data`, by seed."},
     )
     chat_template: bool | None = field(
         default=None, metadata={"help": "Format chat/prompt data with the chat template (default: yes)."}
