@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 NAMES = ("sigmoid_confidence", "confidence_quality")
+SIGMOID_HEAD_CITATION = """@article{dinh2026sigmoid,
+  title={Sigmoid Head for Quality Estimation under Language Ambiguity},
+  author={Dinh, Tu Anh and Niehues, Jan},
+  journal={arXiv preprint arXiv:2601.00680},
+  year={2026}
+}
+"""
 
 
 def metric_path(name: str) -> str:

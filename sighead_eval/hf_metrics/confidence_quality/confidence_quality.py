@@ -4,6 +4,7 @@ import datasets
 import evaluate
 
 from sighead_eval import metrics as core
+from sighead_eval.hf_metrics import SIGMOID_HEAD_CITATION
 
 _DESCRIPTION = """
 Measures whether a confidence score is worth trusting. `predictions` are confidences (higher =
@@ -37,20 +38,16 @@ Examples:
     (0.8, 0.8, 0.833)
 """
 
-_CITATION = """
-@article{dinh2026sigmoid,
-  title={Sigmoid Head for Quality Estimation under Language Ambiguity},
-  author={Dinh, Tu Anh and Niehues, Jan},
-  journal={arXiv preprint arXiv:2601.00680},
-  year={2026}
-}
-@article{malinin2021uncertainty,
+_CITATION = (
+    SIGMOID_HEAD_CITATION
+    + """@article{malinin2021uncertainty,
   title={Uncertainty Estimation in Autoregressive Structured Prediction},
   author={Malinin, Andrey and Gales, Mark},
   journal={International Conference on Learning Representations},
   year={2021}
 }
 """
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)

@@ -3,6 +3,8 @@
 import datasets
 import evaluate
 
+from sighead_eval.hf_metrics import SIGMOID_HEAD_CITATION
+
 _DESCRIPTION = """
 Runs a causal language model with a Sigmoid Head adapter over texts and returns, for every text,
 its sequence confidence under each estimator: the Sigmoid Head (`sigmoid_*`), softmax probability
@@ -37,20 +39,16 @@ Examples:
     ['softmax_mean', 'softmax_meanlog', 'softmax_min', 'softmax_prod', 'softmax_sumlog']
 """
 
-_CITATION = """
-@article{dinh2026sigmoid,
-  title={Sigmoid Head for Quality Estimation under Language Ambiguity},
-  author={Dinh, Tu Anh and Niehues, Jan},
-  journal={arXiv preprint arXiv:2601.00680},
-  year={2026}
-}
-@inproceedings{dinh2025boostedprob,
+_CITATION = (
+    SIGMOID_HEAD_CITATION
+    + """@inproceedings{dinh2025boostedprob,
   title={Are Generative Models Underconfident? Better Quality Estimation with Boosted Model Probability},
   author={Dinh, Tu Anh and Niehues, Jan},
   booktitle={Proceedings of EMNLP},
   year={2025}
 }
 """
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
