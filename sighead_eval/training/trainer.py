@@ -566,12 +566,16 @@ class _nullcontext:
 
 
 def _batch_loss(model, trainer_head, head, batch: list[Example], config, unigram, pad, epoch, bi, dense):
-    """(loss, trained tokens) of one batch."""
+    """(loss, trained tokens) of one batch: the frozen pass, then the head step."""
     frozen = frozen_pass(model, [e.ids for e in batch], [e.start for e in batch], pad)
+    return _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense), frozen.targets.shape[0]
+
+
+def _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense) -> torch.Tensor:
+    """The loss on one batch's frozen outputs: dominant sets, negatives, BCE (or full-vocabulary BCE)."""
     hidden = frozen.hidden.float()  # (N, H)
     if dense:
-        return full_vocab_loss(head.weight, hidden, frozen.targets), frozen.targets.shape[0]
-    generator = _generator(config.seed, epoch + 1, bi + 1)
+        return full_vocab_loss(head.weight, hidden, frozen.targets)
     sets = None
     if config.negatives == "dominant":
         logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
@@ -585,7 +589,7 @@ def _batch_loss(model, trainer_head, head, batch: list[Example], config, unigram
         unigram=unigram,
         unigram_share=config.unigram_share,
         temperature=config.softmax_temperature,
-        generator=generator,
+        generator=_generator(config.seed, epoch + 1, bi + 1),
     )
     loss, _ = sigmoid_head_loss(trainer_head, hidden, frozen.targets, negatives, valid)
-    return loss, frozen.targets.shape[0]
+    return loss
