@@ -50,6 +50,17 @@ def build_tokenizer(chat: bool = True, pad: bool = False):
     return fast
 
 
+@pytest.fixture
+def no_installed_wheels(monkeypatch):
+    """As if no distribution were installed: for the errors that name the pip command."""
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer(chat=True)

