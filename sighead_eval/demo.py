@@ -93,10 +93,11 @@ def comparison_table(results, correct: list[int], title: str) -> list[str]:
     """Markdown lines: ROC-AUC, PRR and average precision per estimator; best per column in bold."""
     from . import metrics
 
-    rows = [r for r in ROWS if r in results[0].sequence_scores()]
+    per_text = [r.sequence_scores() for r in results]
+    rows = [r for r in ROWS if r in per_text[0]]
     values = {}
     for name in rows:
-        conf = [confidence(r.sequence_scores(), name) for r in results]
+        conf = [confidence(s, name) for s in per_text]
         values[name] = metrics.quality_metrics(conf, correct, metrics=list(COLUMNS))
     best = {c: max(values[r][c] for r in rows) for c in COLUMNS}
     lines = [f"### {title}", "", "| estimator | ROC-AUC | PRR | avg. precision |", "|---|---|---|---|"]

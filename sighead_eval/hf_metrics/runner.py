@@ -42,8 +42,8 @@ def sequence_confidences(
     results = score(
         lm, tokenizer, records, ScoringOptions(batch_size=batch_size, chat_template=chat_template)
     )
-    names = list(results[0].sequence_scores())
-    scores = {name: [r.sequence_scores()[name] for r in results] for name in names}
+    per_text = [r.sequence_scores() for r in results]
+    scores = {name: [s[name] for s in per_text] for name in per_text[0]}
     out = {"scores": scores, "means": {name: sum(v) / len(v) for name, v in scores.items()}}
     if return_tokens:
         out["tokens"] = [r.to_dict()["tokens"] for r in results]

@@ -194,22 +194,8 @@ class _DevSet:
         for i in range(0, len(examples), config.batch_size):
             batch = examples[i : i + config.batch_size]
             frozen = frozen_pass(model, [e.ids for e in batch], [e.start for e in batch], pad)
-            sets = dominant_tokens(
-                torch.log_softmax(frozen.logits.float(), -1),
-                p_jump=config.p_jump,
-                epsilon=config.epsilon,
-                mode=config.dominant_mode,
-            )
-            neg, ok = sample_negatives(
-                frozen.logits,
-                frozen.targets,
-                k=config.num_negatives,
-                sets=sets,
-                unigram=unigram,
-                unigram_share=config.unigram_share,
-                temperature=config.softmax_temperature,
-                generator=_generator(config.seed, 99991, i),
-            )
+            # Always the paper's negatives, whatever the training mode: dev BCE stays comparable.
+            neg, ok = _negatives(frozen, config, unigram, _generator(config.seed, 99991, i), "dominant")
             hidden.append(frozen.hidden.float())
             targets.append(frozen.targets)
             negatives.append(neg)
@@ -222,7 +208,7 @@ class _DevSet:
     @torch.no_grad()
     def evaluate(self, head: torch.nn.Module) -> dict:
         """Dev BCE on the paper's sampled pairs, and ROC-AUC of references against negatives."""
-        from sklearn.metrics import roc_auc_score
+        from ..metrics import roc_auc
 
         losses, weights, pos, neg = [], [], [], []
         for i in range(0, self.hidden.shape[0], 4096):
@@ -239,7 +225,7 @@ class _DevSet:
         labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
         return {
             "dev_bce": sum(losses) / sum(weights),
-            "dev_auroc": float(roc_auc_score(labels.numpy(), torch.cat([pos, neg]).numpy())),
+            "dev_auroc": roc_auc(torch.cat([pos, neg]).numpy(), labels.numpy()),
             "dev_mean_sigmoid_reference": float(torch.sigmoid(pos).mean()),
             "dev_mean_sigmoid_negative": float(torch.sigmoid(neg).mean()),
             "dev_positions": int(pos.shape[0]),
@@ -571,25 +557,31 @@ def _batch_loss(model, trainer_head, head, batch: list[Example], config, unigram
     return _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense), frozen.targets.shape[0]
 
 
+def _negatives(frozen, config, unigram, generator, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(negatives, valid) for one batch's frozen outputs; dominant sets only when the mode excludes them."""
+    sets = None
+    if mode == "dominant":
+        logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
+        sets = dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
+    return sample_negatives(
+        frozen.logits,
+        frozen.targets,
+        k=config.num_negatives,
+        mode=mode,
+        sets=sets,
+        unigram=unigram,
+        unigram_share=config.unigram_share,
+        temperature=config.softmax_temperature,
+        generator=generator,
+    )
+
+
 def _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense) -> torch.Tensor:
     """The loss on one batch's frozen outputs: dominant sets, negatives, BCE (or full-vocabulary BCE)."""
     hidden = frozen.hidden.float()  # (N, H)
     if dense:
         return full_vocab_loss(head.weight, hidden, frozen.targets)
-    sets = None
-    if config.negatives == "dominant":
-        logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
-        sets = dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
-    negatives, valid = sample_negatives(
-        frozen.logits,
-        frozen.targets,
-        k=config.num_negatives,
-        mode=config.negatives,
-        sets=sets,
-        unigram=unigram,
-        unigram_share=config.unigram_share,
-        temperature=config.softmax_temperature,
-        generator=_generator(config.seed, epoch + 1, bi + 1),
-    )
+    generator = _generator(config.seed, epoch + 1, bi + 1)
+    negatives, valid = _negatives(frozen, config, unigram, generator, config.negatives)
     loss, _ = sigmoid_head_loss(trainer_head, hidden, frozen.targets, negatives, valid)
     return loss
