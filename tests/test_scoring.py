@@ -264,19 +264,21 @@ def test_generation_scores_equal_force_decoding_of_the_same_tokens(kind, tokeniz
 
 def test_generation_stops_at_eos_and_leaves_it_out(tokenizer):
     model = _with_head()
-    with torch.no_grad():  # make EOS the certain choice after the first generated token
-        model.get_base_model().lm_head.base_layer.weight[tokenizer.eos_token_id] *= 0
-    first = generate(model, tokenizer, [{"prompt": "Hi"}], generation=GenerationOptions(max_new_tokens=8))[0]
-    assert tokenizer.eos_token_id not in first.token_ids
-    with_eos = generate(
-        model,
-        tokenizer,
-        [{"prompt": "Hi"}],
-        ScoringOptions(include_eos=True),
-        GenerationOptions(max_new_tokens=8),
-        progress=False,
-    )[0]
-    assert with_eos.token_ids[: len(first.token_ids)] == first.token_ids
+    prompts = [{"prompt": "Hi"}]
+    options = GenerationOptions(
+        max_new_tokens=8, do_sample=True, temperature=1.5, seed=3
+    )  # varied, reproducible
+    free = generate(model, tokenizer, prompts, generation=options, progress=False)[0]
+    # Make a token the model really generates, first seen at position `stop`, the end-of-turn token.
+    stop = next(i for i in range(1, 8) if free.token_ids[i] not in free.token_ids[:i])
+    ending = build_tokenizer(chat=True)
+    ending.eos_token = ending.convert_ids_to_tokens(free.token_ids[stop])
+    model.get_base_model().generation_config.eos_token_id = None
+    cut = generate(model, ending, prompts, generation=options, progress=False)[0]
+    assert cut.finished and cut.token_ids == free.token_ids[:stop]
+    kept = generate(model, ending, prompts, ScoringOptions(include_eos=True), options, progress=False)[0]
+    assert kept.token_ids == free.token_ids[: stop + 1]
+    np.testing.assert_allclose(kept.log_scores["softmax"][:stop], cut.log_scores["softmax"], atol=1e-6)
 
 
 def test_generation_with_adapter_writes_the_same_text(tokenizer):
