@@ -175,10 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--output", default="results/demo", help="Results folder")
     d.set_defaults(func=cmd_demo)
+
+    sub.add_parser(
+        "lm-eval",
+        help="Run lm-eval with the `sighead` model and the project's tasks (lm-eval's own arguments)",
+        add_help=False,
+    )
     return parser
 
 
+def cmd_lm_eval(argv: list[str]) -> int:
+    from .harness.cli import main as lm_eval_main
+
+    return lm_eval_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["lm-eval"]:  # everything after it is lm-eval's, unparsed here
+        return cmd_lm_eval(args[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     ns.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])

@@ -120,7 +120,8 @@ def token_scores(
 
     logits: (N, V) softmax logits; targets: (N,) the tokens scored; hidden: (N, H) the head's
     input; head: (V', H) the Sigmoid Head weight, or None. Returns (N,) float32 tensors: log
-    scores for `sigmoid`, `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`.
+    scores for `sigmoid`, `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`;
+    `greedy` (1.0 where the token is the softmax's argmax).
     """
     options = options or ScoringOptions()
     logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
@@ -136,6 +137,7 @@ def token_scores(
     )
     boosted = torch.where(sets.contains(targets), sets.mass.clamp_min(1e-45).log(), own)
     out = {
+        "greedy": (logits.argmax(-1) == targets).float(),
         "softmax": own,
         "boostedprob": boosted,
         "entropy": entropy,
@@ -191,6 +193,7 @@ class ScoredText:
     entropy: np.ndarray  # (R,)
     dominant_size: np.ndarray  # (R,)
     dominant_mass: np.ndarray  # (R,)
+    greedy: np.ndarray | None = None  # (R,) 1.0 where the token is the argmax
     empty_response: bool = False
     finished: bool = True  # False when generation stopped at max_new_tokens
     prompt_tokens_dropped: int = 0
@@ -267,6 +270,11 @@ def _split_record(
     """(prompt messages, response text) of a record in either accepted shape."""
     if not isinstance(record, Mapping):
         raise TypeError(f"record {index} should be a dict, got {type(record).__name__}")
+    if "prompt_token_ids" in record:  # already templated and tokenised (the lm-eval model does this)
+        response = record.get("response")
+        if need_response and response is None:
+            raise ValueError(f"record {index}: has `prompt_token_ids` but no `response` to score")
+        return [], response
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
@@ -288,7 +296,7 @@ def _split_record(
         return [{"role": "user", "content": record["prompt"]}], response
     raise ValueError(
         f"record {index} has keys {sorted(record)}; accepted: `messages` (chat turns, the last one the "
-        "assistant's response) or `prompt` with `response`"
+        "assistant's response), `prompt` with `response`, or `prompt_token_ids` with `response`"
     )
 
 
@@ -312,7 +320,11 @@ def _encode(model, tokenizer, records, options: ScoringOptions, need_response: b
     encoded = []
     for i, record in enumerate(records):
         messages, response = _split_record(record, i, need_response)
-        if chat:
+        if "prompt_token_ids" in record:
+            prompt_ids = [int(t) for t in record["prompt_token_ids"]]
+            if not prompt_ids:
+                raise ValueError(f"record {i}: `prompt_token_ids` is empty; give at least a BOS token")
+        elif chat:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
@@ -409,6 +421,7 @@ def _build_result(
         entropy=scores["entropy"].double().cpu().numpy(),
         dominant_size=scores["dominant_size"].cpu().numpy(),
         dominant_mass=scores["dominant_mass"].double().cpu().numpy(),
+        greedy=scores["greedy"].cpu().numpy() if "greedy" in scores else None,
         empty_response=item.empty_response,
         finished=finished,
         prompt_tokens_dropped=item.dropped,

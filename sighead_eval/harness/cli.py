@@ -1,0 +1,126 @@
+"""`sighead-eval lm-eval ...`: lm-eval's own command line, with the project's model and tasks.
+
+It registers the `sighead` model, adds the project's task folder to whatever `--include_path` is
+given (lm-eval takes one folder; this adds ours beside it), defaults `--model` to `sighead` and,
+for the `sighead` model, turns on `--apply_chat_template` (pass `--no_chat_template` to score plain
+text). Everything else is lm-eval's: `sighead-eval lm-eval --help` lists it. With `--output_path`
+and `--log_samples`, each task's rejection curves (every estimator, with the oracle and random
+rejection) are written beside its samples as `curves_<task>_<date>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+SUBCOMMANDS = ("run", "ls", "validate")
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """lm-eval arguments with this project's defaults filled in (see the module docstring)."""
+    argv = list(argv)
+    chat = "--no_chat_template" not in argv
+    argv = [a for a in argv if a != "--no_chat_template"]
+    if argv and argv[0] in ("ls", "validate"):
+        return argv
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    if any(a in ("-h", "--help") for a in argv):
+        return ["run", *argv]
+    if _option(argv, "--model") is None:
+        argv = ["--model", "sighead", *argv]
+    if _option(argv, "--model") == "sighead":
+        if chat and "--apply_chat_template" not in argv:
+            argv.append("--apply_chat_template")
+        argv = _with_default_pretrained(argv)
+    return ["run", *argv]
+
+
+def _with_default_pretrained(argv: list[str]) -> list[str]:
+    """Names the embedded default model in `--model_args` when no `pretrained` is given, so that
+    lm-eval's results name it (and its output folder) rather than a random id."""
+    from ..models import DEFAULT_MODEL
+
+    args = _option(argv, "--model_args")
+    if args is not None and ("pretrained=" in args or args.lstrip().startswith("{")):
+        return argv
+    merged = f"pretrained={DEFAULT_MODEL}" + (f",{args}" if args else "")
+    out = [a for a in argv if not a.startswith("--model_args=")]
+    if "--model_args" in out:
+        i = out.index("--model_args")
+        out[i + 1] = merged
+        return out
+    return [*out, "--model_args", merged]
+
+
+def use_project_tasks() -> None:
+    """Makes every lm-eval TaskManager in this process also index the project's tasks."""
+    import lm_eval.tasks
+
+    from .data import tasks_dir
+
+    base = lm_eval.tasks.TaskManager
+    if getattr(base, "_sighead", False):
+        return
+    ours = str(tasks_dir())
+
+    class TaskManager(base):
+        _sighead = True
+
+        def __init__(self, *args, include_path=None, **kwargs):
+            paths = [] if include_path is None else include_path
+            paths = [str(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+            super().__init__(*args, include_path=[ours, *[p for p in paths if p != ours]], **kwargs)
+
+    lm_eval.tasks.TaskManager = TaskManager
+
+
+def write_curves(output_path: str, since: float) -> list[Path]:
+    """Rejection curves of every estimator, per task, from the samples lm-eval logged after `since`."""
+    from .report import curves_from_samples
+
+    written = []
+    for samples in sorted(Path(output_path).rglob("samples_*.jsonl")):
+        if samples.stat().st_mtime < since:
+            continue
+        curves = curves_from_samples(samples)
+        if not curves:
+            continue
+        target = samples.with_name(samples.name.replace("samples_", "curves_", 1).replace(".jsonl", ".json"))
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(curves, indent=1))
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    from . import model  # noqa: F401  (registers `sighead`)
+
+    use_project_tasks()
+    from lm_eval.__main__ import cli_evaluate
+
+    args = prepare_argv(argv)
+    started = time.time()
+    saved, sys.argv = sys.argv, ["sighead-eval lm-eval", *args]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+    output = _option(args, "--output_path") or _option(args, "-o")
+    if args[0] == "run" and output and ("--log_samples" in args or "-s" in args):
+        for path in write_curves(output, started):
+            print(f"sighead-eval: rejection curves written to {path}")
+    return 0

@@ -1,0 +1,65 @@
+"""Hooks of `sighead_arith`: arithmetic questions generated from a seed, answered by the model.
+
+Types: `add` and `sub` (two 2-3 digit numbers), `mul` (a 1-digit by a 2-digit number). The
+answer is the first number in the response that is not one of the two operands (so "47 + 38 = 85"
+and "The answer is 85." are both read as 85); correct when it equals the true result.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sighead_eval.harness.confidence import binary_results, response
+from sighead_eval.harness.data import as_test_split, numbers, split_of
+
+OPS = {
+    "add": ("+", lambda a, b: a + b, (10, 999), (10, 999)),
+    "sub": ("-", lambda a, b: a - b, (100, 999), (10, 99)),
+    "mul": ("*", lambda a, b: a * b, (2, 9), (11, 99)),
+}
+TEMPLATE = "What is {a} {op} {b}? Answer with the number."
+
+
+def build_docs(seed: int = 1234, per_type: int = 100) -> list[dict]:
+    if not isinstance(per_type, int) or per_type < 1:
+        raise ValueError(f"sighead_arith: `per_type` should be a positive integer, got {per_type!r}")
+    rng = random.Random(seed)
+    docs = []
+    for i in range(per_type):
+        for kind, (op, fn, ra, rb) in OPS.items():  # interleaved, so `--limit N` takes a mix
+            a, b = rng.randint(*ra), rng.randint(*rb)
+            doc_id = f"{seed}-{kind}-{i}"
+            docs.append(
+                {
+                    "id": doc_id,
+                    "type": kind,
+                    "split": split_of(f"sighead_arith/{doc_id}"),
+                    "question": TEMPLATE.format(a=a, op=op, b=b),
+                    "operands": [a, b],
+                    "answer": fn(a, b),
+                }
+            )
+    return docs
+
+
+def dataset(seed: int = 1234, per_type: int = 100, **kwargs):
+    return as_test_split(build_docs(int(seed), int(per_type)))
+
+
+def extracted(doc: dict, text: str) -> float | None:
+    operands = [float(x) for x in doc["operands"]]
+    for value in numbers(text):
+        if value in operands:
+            operands.remove(value)  # an echo of the question, once per operand
+            continue
+        return value
+    return None
+
+
+def is_correct(doc: dict, text: str) -> bool:
+    value = extracted(doc, text)
+    return value is not None and value == float(doc["answer"])
+
+
+def process_results(doc, results):
+    return binary_results(results, is_correct(doc, response(results)))
