@@ -120,7 +120,9 @@ def geography() -> list[dict]:
             {
                 "code": code,
                 "country": countries.get(code, code),
-                "capitals": [x for x in dict.fromkeys([caps.get("primary"), *caps.get("all", []), *c["capital"]]) if x],
+                "capitals": [
+                    x for x in dict.fromkeys([caps.get("primary"), *caps.get("all", []), *c["capital"]]) if x
+                ],
                 "currencies": [currencies.get(x, x) for x in c.get("currencies", [])],
                 "currency_codes": list(c.get("currencies", [])),
                 "languages": [languages.get(x, x) for x in c.get("languages", [])],

@@ -184,7 +184,9 @@ def _guarded(name: str, fn):
         try:
             return float(fn(c, q))
         except ValueError as err:  # e.g. every sample correct under a small --limit
-            warnings.warn(f"{name} is undefined on these {len(q)} samples ({err}); reported as NaN", stacklevel=2)
+            warnings.warn(
+                f"{name} is undefined on these {len(q)} samples ({err}); reported as NaN", stacklevel=2
+            )
             return math.nan
 
     aggregate.__name__ = name

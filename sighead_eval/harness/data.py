@@ -87,7 +87,7 @@ def load_source(hub_id: str, config: str | None, split: str, data_files=None, ta
         raise RuntimeError(
             f"{task}: could not load the hub dataset {hub_id!r} ({config or 'default'}, {split}): {err}. "
             "Without hub access, pass a local copy in the same schema: "
-            f"--metadata '{{\"data_files\": \"PATH.jsonl\"}}'"
+            f'--metadata \'{{"data_files": "PATH.jsonl"}}\''
         ) from err
 
 

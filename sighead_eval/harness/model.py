@@ -133,16 +133,33 @@ class SigheadLM(HFLM):
             out.extend(ScoredStr(rec["response"], s) for rec, (_, s) in zip(chunk, self._score(chunk, True)))
         return out
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[ScoredLoglikelihood]:
+        """Like HFLM's, but context and continuation are tokenised apart, as the scoring engine
+        does: lm-eval would move the context's trailing whitespace (the chat template's newline
+        after the assistant tag) into the continuation and score it as part of the response."""
+        encoded = []
+        for req in requests:
+            context, continuation = req.args
+            cont = self.tok_encode(continuation, add_special_tokens=False)
+            ctx = self.tok_encode(context) if context else [self.prefix_token_id]
+            encoded.append(((context, continuation), ctx, cont))
+        return self._loglikelihood_tokens(encoded, disable_tqdm=disable_tqdm)
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         records = [
-            {"prompt_token_ids": list(ctx), "response": pair[1], "response_token_ids": list(cont)}
+            {
+                "prompt_token_ids": list(ctx),
+                "response": pair[1] if pair else self.tok_decode(cont),
+                "response_token_ids": list(cont),
+            }
             for pair, ctx, cont in requests
         ]
         out: list[ScoredLoglikelihood] = []
         for chunk in self._chunks(records, disable_tqdm, "sighead: scoring continuations"):
-            for (r, s) in self._score(chunk, True):
+            for r, s in self._score(chunk, True):
                 greedy = bool(r.greedy.all()) if r.greedy is not None else False
                 out.append(ScoredLoglikelihood(float(r.log_scores["softmax"].sum()), greedy, s))
         for (pair, _, _), result in zip(requests, out):
-            self.cache_hook.add_partial("loglikelihood", pair, result)
+            if pair:
+                self.cache_hook.add_partial("loglikelihood", pair, result)
         return out

