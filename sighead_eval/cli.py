@@ -113,7 +113,14 @@ def cmd_score(ns: argparse.Namespace) -> int:
 def cmd_demo(ns: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(model=ns.model, adapter=ns.adapter, output=ns.output)
+    return run_demo(
+        model=ns.model,
+        adapter=ns.adapter,
+        output=ns.output,
+        tasks=ns.tasks,
+        limit=ns.limit,
+        batch_size=ns.batch_size,
+    )
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
@@ -166,7 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(t, TrainConfig)
     t.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("demo", help="Score the default model's answers to a few questions and print a table")
+    d = sub.add_parser(
+        "demo",
+        help="Run the offline lm-eval tasks on the default model with every estimator; table, plots, HTML",
+        description="Loads the embedded model with the shipped Sigmoid Head, runs the offline tasks through "
+        "lm-eval, prints one table (a row per estimator, ROC-AUC, PRR, AP, ECE and Brier per task) and writes "
+        "it with plots and an HTML page of token-coloured samples to the results folder.",
+    )
+    d.add_argument(
+        "--tasks",
+        default=None,
+        help="Comma-separated task names (default: sighead_geo_qa,sighead_arith,sighead_wiki_facts)",
+    )
+    d.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="Samples per task (default: 240 geo_qa, 150 arith, 500 wiki_facts: under 10 minutes on 2 cores)",
+    )
+    d.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
     d.add_argument(
         "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
     )

@@ -1,113 +1,26 @@
-"""`sighead-eval demo`: the default model answers a few questions; every estimator scores them.
+"""`sighead-eval demo`: the main job. The embedded default model with the shipped Sigmoid Head runs
+the project's offline lm-eval tasks; every estimator is scored on the same outputs.
 
-Two settings, as in the paper: the model scores its own greedy answers ("self"), and it
-force-decodes a correct and a fact-swapped answer to each question ("other"). For each estimator
-and aggregation the table gives how well its confidence separates correct from wrong answers
-(ROC-AUC, PRR, average precision, from `sighead_eval.metrics`). With 24 forced answers it is a
-smoke-sized comparison, not a benchmark.
+Writes to the results folder (default `results/demo/`):
+- `lm_eval_results.json`: lm-eval's results with every sample and its per-token scores;
+- `table.md`, `table.csv`: a row per estimator, ROC-AUC, PRR, AP, ECE and Brier per task, the best
+  value per column marked;
+- `plots/`: rejection curves and reliability diagrams per task, a bar chart of ROC-AUC and PRR;
+- `report.html`: one self-contained page with the table, the plots and sample outputs, each token
+  coloured by its Sigmoid Head confidence beside its softmax probability.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
-# (question, a word every correct answer contains, a correct answer, the same with one fact swapped)
-QUESTIONS = [
-    (
-        "What is the capital of France?",
-        "Paris",
-        "The capital of France is Paris.",
-        "The capital of France is Madrid.",
-    ),
-    (
-        "What is the capital of Japan?",
-        "Tokyo",
-        "The capital of Japan is Tokyo.",
-        "The capital of Japan is Beijing.",
-    ),
-    (
-        "What is the capital of Italy?",
-        "Rome",
-        "The capital of Italy is Rome.",
-        "The capital of Italy is Vienna.",
-    ),
-    (
-        "What is the capital of Germany?",
-        "Berlin",
-        "The capital of Germany is Berlin.",
-        "The capital of Germany is Oslo.",
-    ),
-    (
-        "What is the capital of Egypt?",
-        "Cairo",
-        "The capital of Egypt is Cairo.",
-        "The capital of Egypt is Nairobi.",
-    ),
-    (
-        "What is the capital of Canada?",
-        "Ottawa",
-        "The capital of Canada is Ottawa.",
-        "The capital of Canada is Lima.",
-    ),
-    ("How many legs does a spider have?", "eight", "A spider has eight legs.", "A spider has six legs."),
-    (
-        "What is the largest planet in the Solar System?",
-        "Jupiter",
-        "The largest planet is Jupiter.",
-        "The largest planet is Mars.",
-    ),
-    ("What is 7 times 8?", "56", "7 times 8 is 56.", "7 times 8 is 54."),
-    (
-        "Who wrote Romeo and Juliet?",
-        "Shakespeare",
-        "Romeo and Juliet was written by William Shakespeare.",
-        "Romeo and Juliet was written by Charles Dickens.",
-    ),
-    (
-        "What is the chemical symbol for gold?",
-        "Au",
-        "The chemical symbol for gold is Au.",
-        "The chemical symbol for gold is Ag.",
-    ),
-    (
-        "What is the boiling point of water at sea level in Celsius?",
-        "100",
-        "Water boils at 100 degrees Celsius at sea level.",
-        "Water boils at 70 degrees Celsius at sea level.",
-    ),
-]
+OFFLINE_TASKS = ("sighead_geo_qa", "sighead_arith", "sighead_wiki_facts")
+# Samples per task by default: the whole demo stays under 10 minutes on 2 CPU cores.
+DEFAULT_LIMITS = {"sighead_geo_qa": 240, "sighead_arith": 150, "sighead_wiki_facts": 500}
 SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-instruct-wiki"
-ROWS = tuple(f"{e}_{a}" for e in ("sigmoid", "softmax", "boostedprob") for a in ("mean", "prod")) + (
-    "entropy_mean",
-)
-COLUMNS = ("roc_auc", "prr", "average_precision")
-
-
-def confidence(scores: dict, name: str) -> float:
-    """Higher = more confident: entropy is negated."""
-    return -scores[name] if name.startswith("entropy") else scores[name]
-
-
-def comparison_table(results, correct: list[int], title: str) -> list[str]:
-    """Markdown lines: ROC-AUC, PRR and average precision per estimator; best per column in bold."""
-    from . import metrics
-
-    per_text = [r.sequence_scores() for r in results]
-    rows = [r for r in ROWS if r in per_text[0]]
-    values = {}
-    for name in rows:
-        conf = [confidence(s, name) for s in per_text]
-        values[name] = metrics.quality_metrics(conf, correct, metrics=list(COLUMNS))
-    best = {c: max(values[r][c] for r in rows) for c in COLUMNS}
-    lines = [f"### {title}", "", "| estimator | ROC-AUC | PRR | avg. precision |", "|---|---|---|---|"]
-    for name in rows:
-        cells = [
-            f"**{values[name][c]:.3f}**" if values[name][c] == best[c] else f"{values[name][c]:.3f}"
-            for c in COLUMNS
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
 
 
 def _check_output(output: str) -> Path:
@@ -124,62 +37,119 @@ def _check_output(output: str) -> Path:
     return path
 
 
-def run_demo(model: str | None = None, adapter: str | None = None, output: str = "results/demo") -> int:
-    from peft import get_peft_model
+def check_tasks(tasks: str | list[str] | None) -> list[str]:
+    """The task names asked for, checked against the project's tasks."""
+    from lm_eval.tasks import TaskManager
 
-    from . import SigmoidHeadConfig
-    from .cli import write_jsonl_atomic
-    from .models import check_adapter_dir, load_model
-    from .scoring import GenerationOptions, generate, score
+    from .harness import tasks_dir
 
-    out_dir = _check_output(output)  # bad input stops before any model work
-    if adapter is None and (SHIPPED_ADAPTER / "adapter_config.json").is_file() and model is None:
+    names = list(OFFLINE_TASKS) if not tasks else tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    names = [n.strip() for n in names if n.strip()]
+    known = set(TaskManager(include_path=str(tasks_dir()), include_defaults=False).all_tasks)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown task(s) {unknown}; the demo runs the project's tasks: {', '.join(sorted(known))} "
+            f"(default: {','.join(OFFLINE_TASKS)})"
+        )
+    return names
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_demo(
+    model: str | None = None,
+    adapter: str | None = None,
+    output: str = "results/demo",
+    tasks: str | list[str] | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> int:
+    from tqdm.auto import tqdm
+
+    from .models import DEFAULT_MODEL, check_adapter_fits
+
+    # Bad input stops here, before any model work.
+    names = check_tasks(tasks)
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"--limit should be a positive number of samples per task, got {limit!r}")
+    out_dir = _check_output(output)
+    if adapter is None and model is None and (SHIPPED_ADAPTER / "adapter_config.json").is_file():
         adapter = str(SHIPPED_ADAPTER)
     if adapter is not None:
-        check_adapter_dir(adapter)
-    lm, tokenizer = load_model(model, adapter=adapter)
-    if adapter is None:
-        print(
-            "note: no trained Sigmoid Head given or shipped: using an UNTRAINED head "
-            "(a copy of the LM head), whose scores are not meaningful. Pass --adapter DIR for a trained one."
-        )
-        lm = get_peft_model(lm, SigmoidHeadConfig()).eval()
+        check_adapter_fits(adapter, model)
     else:
-        print(f"Sigmoid Head: {adapter}")
+        print("note: no adapter given: the Sigmoid Head rows are left out; the softmax baselines run.")
 
-    own = generate(
-        lm, tokenizer, [{"prompt": q} for q, *_ in QUESTIONS], generation=GenerationOptions(max_new_tokens=32)
-    )
-    pairs = [(q, r, ok) for q, _, good, bad in QUESTIONS for r, ok in ((good, 1), (bad, 0))]
-    forced = score(lm, tokenizer, [{"prompt": q, "response": r, "correct": ok} for q, r, ok in pairs])
-    own_correct = [int(key.lower() in r.response.lower()) for (_, key, _, _), r in zip(QUESTIONS, own)]
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable
 
-    lines = ["## The model's own answers (greedy)", ""]
-    lines += [
-        "| question | answer | correct | sigmoid_mean | softmax_mean | boostedprob_mean |",
-        "|---" * 6 + "|",
-    ]
-    for (q, *_), r, ok in zip(QUESTIONS, own, own_correct):
-        s = r.sequence_scores()
-        answer = r.response.replace("\n", " ").replace("|", "/")[:60]
-        cells = " | ".join(f"{s[c]:.3f}" for c in ("sigmoid_mean", "softmax_mean", "boostedprob_mean"))
-        lines.append(f"| {q} | {answer} | {'yes' if ok else 'no'} | {cells} |")
-    lines += ["", "## Does the confidence separate correct from wrong answers?", ""]
-    correct = [ok for _, _, ok in pairs]
-    lines += comparison_table(
-        forced, correct, f"Correct vs fact-swapped answers, force-decoded ({len(pairs)})"
+    from .harness import tasks_dir
+    from .report import plots, table_csv, table_markdown, task_samples
+    from .report.page import render_page
+    from .report.table import estimator_table, table_text
+
+    started = time.time()
+    model_args = f"pretrained={model or DEFAULT_MODEL}" + (f",adapter={adapter}" if adapter else "")
+    samples = {t: list(range(limit or DEFAULT_LIMITS.get(t, 200))) for t in names}
+    print(
+        f"sighead-eval demo: {model or DEFAULT_MODEL} with {adapter or 'no head'}; tasks {', '.join(names)}"
     )
-    if 0 < sum(own_correct) < len(own_correct):
-        lines += comparison_table(own, own_correct, f"Own answers ({sum(own_correct)}/{len(own)} correct)")
-    else:
-        lines += [
-            f"Own answers: {sum(own_correct)}/{len(own)} correct, one class only, so no ranking metric.",
-            "",
-        ]
-    table = "\n".join(lines)
-    print(table)
-    (out_dir / "demo.md").write_text(table + "\n")
-    write_jsonl_atomic(os.fspath(out_dir / "own_answers.jsonl"), [r.to_dict() for r in own])
-    write_jsonl_atomic(os.fspath(out_dir / "forced_answers.jsonl"), [r.to_dict() for r in forced])
-    print(f"\nwrote {out_dir}/demo.md, own_answers.jsonl, forced_answers.jsonl")
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    # lm-eval refuses `samples` beyond a task's size; trim to what each task has.
+    sizes = {t: len(manager.load([t])[t].eval_docs) for t in names} if limit is None else {}
+    samples = {t: idx[: sizes[t]] if t in sizes else idx for t, idx in samples.items()}
+    out = lm_eval.simple_evaluate(
+        model="sighead",
+        model_args=model_args,
+        tasks=names,
+        samples=samples,
+        batch_size=batch_size,
+        apply_chat_template=True,
+        task_manager=manager,
+        log_samples=True,
+    )
+    evaluated = time.time() - started
+
+    stages = tqdm(total=2 + 2 * len(names), desc="writing the report", unit="file")
+    per_task = [task_samples(t, out["samples"][t]) for t in names]
+    dumped = json.dumps(out, indent=1, default=handle_non_serializable, ensure_ascii=False)
+    _write_atomic(out_dir / "lm_eval_results.json", dumped)
+    table = estimator_table(out["results"], names)
+    _write_atomic(out_dir / "table.md", table_markdown(table))
+    _write_atomic(out_dir / "table.csv", table_csv(table))
+    stages.update(1)
+    figures: dict[str, list[Path]] = {
+        "": [plots.bar_plot(out["results"], names, out_dir / "plots" / "auroc_prr.png")]
+    }
+    stages.update(1)
+    for ts in per_task:
+        figures[ts.task] = [plots.rejection_plot(ts, out_dir / "plots" / f"{ts.task}_rejection.png")]
+        stages.update(1)
+        if ts.binary:
+            figures[ts.task].append(
+                plots.reliability_plot(ts, out_dir / "plots" / f"{ts.task}_reliability.png")
+            )
+        stages.update(1)
+    n = {ts.task: ts.quality.size for ts in per_task}
+    intro = (
+        f"{model or DEFAULT_MODEL}, Sigmoid Head {adapter or '(none)'}; "
+        + ", ".join(f"{t} ({k} samples)" for t, k in n.items())
+        + f". Evaluated in {evaluated / 60:.1f} min on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}."
+    )
+    page = render_page(
+        "sighead-eval demo: is the confidence worth trusting?", intro, table, per_task, figures
+    )
+    _write_atomic(out_dir / "report.html", page)
+    stages.close()
+
+    print()
+    print(table_text(table))
+    print(intro)
+    print(f"wrote {out_dir}/: table.md, table.csv, lm_eval_results.json, report.html, plots/")
     return 0

@@ -175,6 +175,36 @@ def check_adapter_dir(path: str | os.PathLike) -> dict:
     return config
 
 
+def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The `(vocab, hidden)` shape of the head saved in an adapter directory, from the file header."""
+    from safetensors import safe_open
+
+    check_adapter_dir(path)
+    with safe_open(str(Path(path) / ADAPTER_WEIGHTS), framework="pt") as f:
+        shapes = [tuple(f.get_slice(k).get_shape()) for k in f.keys()]
+    return max(shapes, key=lambda s: len(s) and s[0])
+
+
+def check_adapter_fits(adapter: str | os.PathLike, model: str | None = None, trust_remote_code=False) -> None:
+    """Fails, naming both shapes, when the adapter's head cannot attach to the model; reads only
+    the adapter's file header and the model's config, never the weights."""
+    from transformers import AutoConfig
+
+    head = adapter_head_shape(adapter)
+    config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text, "vocab_size", None)
+    hidden = next(
+        (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
+    )
+    if vocab is not None and hidden is not None and tuple(head) != (vocab, hidden):
+        raise ValueError(
+            f"the adapter at {str(adapter)!r} does not fit the model {model or DEFAULT_MODEL!r}: its head has "
+            f"shape [vocab, hidden] = {list(head)}, the model's output head has {[vocab, hidden]}. Pass the "
+            "adapter trained for this model (--adapter) or the model it was trained for (--model)."
+        )
+
+
 def _expected_size(weights: Path) -> int:
     import struct
 

@@ -89,7 +89,7 @@ def use_project_tasks() -> None:
 
 def write_curves(output_path: str, since: float) -> list[Path]:
     """Rejection curves of every estimator, per task, from the samples lm-eval logged after `since`."""
-    from .report import curves_from_samples
+    from ..report.samples import curves_from_samples
 
     written = []
     for samples in sorted(Path(output_path).rglob("samples_*.jsonl")):

@@ -1,6 +1,6 @@
 """Hooks of `sighead_arith`: arithmetic questions generated from a seed, answered by the model.
 
-Types: `add` and `sub` (two 2-3 digit numbers), `mul` (a 1-digit by a 2-digit number). The
+Types: `add` (2-60 plus 2-40), `sub` (20-99 minus 2-19), `mul` (2-9 times 2-12). The
 answer is the first number in the response that is not one of the two operands (so "47 + 38 = 85"
 and "The answer is 85." are both read as 85); correct when it equals the true result.
 """
@@ -12,10 +12,11 @@ import random
 from sighead_eval.harness.confidence import binary_results, response
 from sighead_eval.harness.data import as_test_split, numbers, split_of
 
+# Small operands: a 135M model gets some right, so both classes are well populated.
 OPS = {
-    "add": ("+", lambda a, b: a + b, (10, 999), (10, 999)),
-    "sub": ("-", lambda a, b: a - b, (100, 999), (10, 99)),
-    "mul": ("*", lambda a, b: a * b, (2, 9), (11, 99)),
+    "add": ("+", lambda a, b: a + b, (2, 60), (2, 40)),
+    "sub": ("-", lambda a, b: a - b, (20, 99), (2, 19)),
+    "mul": ("*", lambda a, b: a * b, (2, 9), (2, 12)),
 }
 TEMPLATE = "What is {a} {op} {b}? Answer with the number."
 

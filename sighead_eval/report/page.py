@@ -1,0 +1,141 @@
+"""One self-contained HTML page: the table, the plots, and sample outputs with every token coloured
+by its Sigmoid Head confidence beside its softmax probability (no external files or scripts)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+from .samples import TaskSamples
+from .table import LABELS
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
+table.metrics { border-collapse: collapse; font-size: 13px; }
+table.metrics td, table.metrics th { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
+table.metrics td:first-child { text-align: left; font-family: monospace; }
+table.metrics .best { font-weight: bold; background: #fff3b0; }
+img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
+.sample { border: 1px solid #ddd; border-left: 6px solid #2ca02c; margin: 10px 0; padding: 8px 10px; }
+.sample.wrong { border-left-color: #d62728; }
+.q { color: #555; font-size: 13px; margin-bottom: 4px; }
+.verdict { font-weight: bold; font-size: 13px; }
+.sample.wrong .verdict { color: #d62728; } .sample .verdict { color: #2ca02c; }
+.row { margin: 3px 0; white-space: pre-wrap; font-family: monospace; font-size: 14px; line-height: 1.9; }
+.lab { display: inline-block; width: 120px; font-family: system-ui, sans-serif; font-size: 12px; color: #555; }
+.t { padding: 1px 0; border-radius: 2px; }
+.seq { font-size: 12px; color: #555; }
+.legend span { display: inline-block; width: 46px; text-align: center; font-size: 11px; }
+"""
+
+
+def colour(p: float) -> str:
+    """Red (0) through yellow to green (1), light enough to read text on."""
+    p = min(max(float(p), 0.0), 1.0)
+    return f"hsl({int(120 * p)}, 75%, 78%)"
+
+
+def _tokens_row(label: str, text: list[str], probs: list[float] | None, other: dict) -> str:
+    if probs is None:
+        return f'<div class="row"><span class="lab">{label}</span><i>not available</i></div>'
+    spans = []
+    for i, (tok, p) in enumerate(zip(text, probs)):
+        tip = " · ".join(f"{k} {v[i]:.3f}" for k, v in other.items() if v is not None and i < len(v))
+        spans.append(
+            f'<span class="t" style="background:{colour(p)}" title="{html.escape(tip)}">{html.escape(tok)}</span>'
+        )
+    return f'<div class="row"><span class="lab">{label}</span>{"".join(spans)}</div>'
+
+
+def pick_samples(ts: TaskSamples, n: int = 10) -> list[int]:
+    """Indices of outputs where the Sigmoid Head and the softmax disagree most (by rank), half of
+    them good outputs and half bad ones when the quality is binary."""
+    if "sigmoid_mean" in ts.confidence and "softmax_mean" in ts.confidence:
+        a = ts.confidence["sigmoid_mean"].argsort().argsort()
+        b = ts.confidence["softmax_mean"].argsort().argsort()
+        order = np.argsort(-np.abs(a - b), kind="stable")
+    else:
+        order = np.arange(ts.quality.size)
+    if not ts.binary:
+        return [int(i) for i in order[:n]]
+    good = [int(i) for i in order if ts.quality[i] == 1][: n // 2]
+    bad = [int(i) for i in order if ts.quality[i] == 0][: n - len(good)]
+    return sorted(good + bad, key=lambda i: (ts.quality[i], i))
+
+
+def _sample_html(ts: TaskSamples, i: int) -> str:
+    doc = ts.docs[i]
+    prompt = doc.get("question") or doc.get("prompt") or ""
+    tok = ts.tokens[i] if i < len(ts.tokens) else {}
+    text = tok.get("text") or [ts.responses[i]]
+    scores = {k: tok.get(k) for k in ("sigmoid", "softmax", "boostedprob", "entropy")}
+    if ts.binary:
+        ok = ts.quality[i] == 1
+        verdict = "✓ correct" if ok else "✗ wrong"
+        if "answers" in doc and not ok:
+            verdict += f" (expected: {html.escape(str(doc['answers'][0]))})"
+        if "faithful" in doc:
+            verdict = (
+                "✓ original sentence" if ok else f"✗ altered fact: {html.escape(str(doc.get('fact', '')))}"
+            )
+        cls = "sample" if ok else "sample wrong"
+    else:
+        verdict, cls = f"human score {ts.quality[i]:.2f}", "sample"
+    seq = " · ".join(
+        f"{e} {ts.confidence[e][i]:.3f}"
+        for e in ("sigmoid_mean", "softmax_mean", "boostedprob_mean")
+        if e in ts.confidence
+    )
+    return (
+        f'<div class="{cls}"><div class="q">{html.escape(prompt)}</div>'
+        f'<div class="verdict">{verdict}</div>'
+        + _tokens_row("Sigmoid Head", text, scores["sigmoid"], scores)
+        + _tokens_row("softmax", text, scores["softmax"], scores)
+        + f'<div class="seq">{seq}</div></div>'
+    )
+
+
+def _table_html(table: dict) -> str:
+    head = "".join(
+        f"<th>{html.escape(t.removeprefix('sighead_'))}<br>{LABELS.get(m, m)}</th>"
+        for t, m in table["columns"]
+    )
+    rows = []
+    for est, values in table["rows"].items():
+        cells = []
+        for col, v in zip(table["columns"], values):
+            best = ' class="best"' if table["best"].get(col) == est else ""
+            cells.append(f"<td{best}>{'–' if v is None else f'{v:.3f}'}</td>")
+        rows.append(f"<tr><td>{html.escape(est)}</td>{''.join(cells)}</tr>")
+    return f'<table class="metrics"><tr><th>estimator</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img class="plot" alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+
+
+def render_page(
+    title: str, intro: str, table: dict, tasks: list[TaskSamples], plots: dict[str, list[Path]], n=10
+) -> str:
+    legend = "".join(f'<span style="background:{colour(p)}">{p:.1f}</span>' for p in np.linspace(0, 1, 11))
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>",
+        _table_html(table),
+        "".join(_img(p) for p in plots.get("", [])),
+        f'<p class="legend">Token colour = probability: {legend}. Hover a token for every estimator.</p>',
+    ]
+    for ts in tasks:
+        parts.append(f"<h2>{html.escape(ts.task)}</h2>")
+        parts.append("".join(_img(p) for p in plots.get(ts.task, [])))
+        parts.append(
+            f"<p>{min(n, ts.quality.size)} of {ts.quality.size} outputs, those where the two signals disagree most.</p>"
+        )
+        parts.extend(_sample_html(ts, i) for i in pick_samples(ts, n))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,148 @@
+"""PNG plots of a run (matplotlib, headless): rejection curves, reliability diagrams, a bar chart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics as core
+from .samples import TaskSamples
+
+FAMILY_COLOURS = {
+    "sigmoid": "#d62728",
+    "softmax": "#1f77b4",
+    "boostedprob": "#2ca02c",
+    "entropy": "#9467bd",
+    "length": "#7f7f7f",
+}
+STYLES = {"mean": "-", "prod": "--", "min": ":", "max": "-."}
+FAMILIES = tuple(FAMILY_COLOURS)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Writes beside the target and renames: an interrupted run never leaves half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def family(estimator: str) -> tuple[str, str]:
+    """`sigmoid_mean` -> (`sigmoid`, `mean`); `length` -> (`length`, ``)."""
+    fam, _, agg = estimator.partition("_")
+    return fam, agg
+
+
+def rejection_plot(ts: TaskSamples, path: Path) -> Path:
+    """Mean quality of the outputs kept against the share rejected, for every estimator."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    q = ts.quality
+    rates = np.arange(q.size) / q.size
+    for est in ts.estimators:
+        fam, agg = family(est)
+        curve = core.rejection_curve(ts.confidence[est], q)
+        ax.plot(rates, curve["estimator"], STYLES.get(agg, "-"), color=FAMILY_COLOURS[fam], lw=1.4, label=est)
+    oracle = core.rejection_curve(q, q)
+    ax.plot(rates, oracle["estimator"], color="black", lw=1, label="oracle")
+    ax.axhline(q.mean(), color="#bbbbbb", ls="--", lw=1, label="random")
+    ax.set_xlabel("share of outputs rejected (least confident first)")
+    ax.set_ylabel("accuracy of the outputs kept" if ts.binary else "mean human score of the outputs kept")
+    ax.set_title(f"{ts.task}: rejection curves ({q.size} samples)")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
+    """Reliability diagrams of the Sigmoid Head and the softmax: accuracy per confidence bin."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    for ax, fam, title in zip(axes, ("sigmoid", "softmax"), ("Sigmoid Head", "softmax probability")):
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", ls="--", lw=1)
+        drawn = False
+        for agg in ("mean", "prod", "min"):
+            est = f"{fam}_{agg}"
+            if est not in ts.confidence or not ts.binary:
+                continue
+            rel = core.reliability(ts.confidence[est], ts.quality, bins=bins)
+            x = np.array(rel["bin_confidence"], dtype=float)
+            y = np.array(rel["bin_accuracy"], dtype=float)
+            keep = ~np.isnan(x)
+            ece = core.ece(ts.confidence[est], ts.quality)
+            ax.plot(
+                x[keep],
+                y[keep],
+                STYLES[agg],
+                marker="o",
+                color=FAMILY_COLOURS[fam],
+                label=f"{agg} (ECE {ece:.3f})",
+            )
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("accuracy")
+    fig.suptitle(f"{ts.task}: reliability ({ts.quality.size} samples)")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def best_by_family(results: dict, task: str, metric: str) -> dict[str, tuple[str, float]]:
+    """For each estimator family, its best aggregation on `metric`: `{family: (estimator, value)}`."""
+    out: dict[str, tuple[str, float]] = {}
+    for key, value in results[task].items():
+        name, _, est = key.partition(",")
+        if name != metric or not isinstance(value, (int, float)) or np.isnan(value):
+            continue
+        fam, _ = family(est)
+        if fam in FAMILY_COLOURS and (fam not in out or value > out[fam][1]):
+            out[fam] = (est, float(value))
+    return out
+
+
+def bar_plot(results: dict, tasks: list[str], path: Path, metrics=("auroc", "prr")) -> Path:
+    """ROC-AUC and PRR per task, for each family's best aggregation."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2))
+    axes = np.atleast_1d(axes)
+    width = 0.8 / len(FAMILIES)
+    for ax, metric in zip(axes, metrics):
+        for i, fam in enumerate(FAMILIES):
+            xs, ys = [], []
+            for t, task in enumerate(tasks):
+                best = best_by_family(results, task, metric).get(fam)
+                if best is not None:
+                    xs.append(t + (i - (len(FAMILIES) - 1) / 2) * width)
+                    ys.append(best[1])
+            ax.bar(xs, ys, width, color=FAMILY_COLOURS[fam], label=fam)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels([t.removeprefix("sighead_") for t in tasks], rotation=15)
+        ax.set_title(f"{metric.upper() if metric != 'auroc' else 'ROC-AUC'} (best aggregation per estimator)")
+        ax.axhline(0.5 if metric == "auroc" else 0.0, color="#999999", lw=0.8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
