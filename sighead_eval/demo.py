@@ -19,7 +19,7 @@ from pathlib import Path
 
 OFFLINE_TASKS = ("sighead_geo_qa", "sighead_arith", "sighead_wiki_facts")
 # Samples per task by default: the whole demo stays under 10 minutes on 2 CPU cores.
-DEFAULT_LIMITS = {"sighead_geo_qa": 240, "sighead_arith": 150, "sighead_wiki_facts": 500}
+DEFAULT_LIMITS = {"sighead_geo_qa": 400, "sighead_arith": 300, "sighead_wiki_facts": 1000}
 SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-instruct-wiki"
 
 
@@ -86,7 +86,7 @@ def run_demo(
         print("note: no adapter given: the Sigmoid Head rows are left out; the softmax baselines run.")
 
     import lm_eval
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager, get_task_dict
     from lm_eval.utils import handle_non_serializable
 
     from .harness import tasks_dir
@@ -101,13 +101,13 @@ def run_demo(
         f"sighead-eval demo: {model or DEFAULT_MODEL} with {adapter or 'no head'}; tasks {', '.join(names)}"
     )
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
-    # lm-eval refuses `samples` beyond a task's size; trim to what each task has.
-    sizes = {t: len(manager.load([t])[t].eval_docs) for t in names} if limit is None else {}
-    samples = {t: idx[: sizes[t]] if t in sizes else idx for t, idx in samples.items()}
+    built = get_task_dict(names, manager)  # built once: its size trims the sample lists
+    task_objects = [built[t] for t in names]
+    samples = {t: idx[: len(built[t].eval_docs)] for t, idx in samples.items()}
     out = lm_eval.simple_evaluate(
         model="sighead",
         model_args=model_args,
-        tasks=names,
+        tasks=task_objects,
         samples=samples,
         batch_size=batch_size,
         apply_chat_template=True,
@@ -140,7 +140,8 @@ def run_demo(
     intro = (
         f"{model or DEFAULT_MODEL}, Sigmoid Head {adapter or '(none)'}; "
         + ", ".join(f"{t} ({k} samples)" for t, k in n.items())
-        + f". Evaluated in {evaluated / 60:.1f} min on {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}."
+        + f". Evaluated in {evaluated / 60:.1f} min on {os.cpu_count()} CPU cores"
+        + f", {time.strftime('%Y-%m-%d')}."
     )
     page = render_page(
         "sighead-eval demo: is the confidence worth trusting?", intro, table, per_task, figures

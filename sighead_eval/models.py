@@ -199,7 +199,8 @@ def check_adapter_fits(adapter: str | os.PathLike, model: str | None = None, tru
     )
     if vocab is not None and hidden is not None and tuple(head) != (vocab, hidden):
         raise ValueError(
-            f"the adapter at {str(adapter)!r} does not fit the model {model or DEFAULT_MODEL!r}: its head has "
+            f"the adapter at {str(adapter)!r} does not fit the model {model or DEFAULT_MODEL!r}: its head "
+            "has "
             f"shape [vocab, hidden] = {list(head)}, the model's output head has {[vocab, hidden]}. Pass the "
             "adapter trained for this model (--adapter) or the model it was trained for (--model)."
         )

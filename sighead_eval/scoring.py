@@ -115,11 +115,13 @@ def token_scores(
     hidden: torch.Tensor | None = None,
     head: torch.Tensor | None = None,
     options: ScoringOptions | None = None,
+    head_offset: str = "none",
 ) -> dict[str, torch.Tensor]:
     """Every estimator for `N` scored positions.
 
     logits: (N, V) softmax logits; targets: (N,) the tokens scored; hidden: (N, H) the head's
-    input; head: (V', H) the Sigmoid Head weight, or None. Returns (N,) float32 tensors: log
+    input; head: (V', H) the Sigmoid Head weight, or None; head_offset: the head's offset mode
+    ('log_softmax' subtracts the log-sum-exp of `logits`). Returns (N,) float32 tensors: log
     scores for `sigmoid`, `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`;
     `greedy` (1.0 where the token is the softmax's argmax).
     """
@@ -148,8 +150,10 @@ def token_scores(
         if hidden is None:
             raise ValueError("`hidden` is needed to score with a Sigmoid Head")
         rows = F.embedding(targets, head)  # (N, H)
-        z = (rows * hidden.to(head.dtype)).sum(-1)  # (N,) one dot product per token
-        out["sigmoid"] = F.logsigmoid(z.float())
+        z = (rows * hidden.to(head.dtype)).sum(-1).float()  # (N,) one dot product per token
+        if head_offset == "log_softmax":
+            z = z - torch.logsumexp(logits.float(), dim=-1)
+        out["sigmoid"] = F.logsigmoid(z)
     return out
 
 
@@ -390,6 +394,14 @@ def active_head(model) -> torch.Tensor | None:
     return head.active_head() if isinstance(head, SigmoidHeadLayer) else None
 
 
+def active_head_offset(model) -> str:
+    """The active Sigmoid Head's offset mode ('none' without a head)."""
+    from .adapter import SigmoidHeadLayer
+
+    head = unwrap(model).get_output_embeddings()
+    return head.active_offset() if isinstance(head, SigmoidHeadLayer) else "none"
+
+
 def _device(model) -> torch.device:
     return next(unwrap(model).parameters()).device
 
@@ -462,6 +474,7 @@ def score(
         return _score_seq2seq(model, tokenizer, records, options, progress)
     items = _encode(base, tokenizer, records, options, need_response=True)
     head = active_head(model)
+    head_offset = active_head_offset(model)
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     # Batches of similar length waste less on padding; results go back in input order.
     order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
@@ -474,7 +487,12 @@ def score(
             pad,
         )
         scores = token_scores(
-            frozen.logits, frozen.targets, frozen.hidden if head is not None else None, head, options
+            frozen.logits,
+            frozen.targets,
+            frozen.hidden if head is not None else None,
+            head,
+            options,
+            head_offset,
         )
         offset = 0
         for it, r in zip(batch, frozen.counts):
@@ -492,6 +510,7 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
     opts.chat_template = False  # the prompt is the encoder's input, as the model was trained
     items = _encode(base, tokenizer, records, opts, need_response=True)
     head = active_head(model)
+    head_offset = active_head_offset(model)
     device = _device(model)
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     results: list[ScoredText | None] = [None] * len(items)
@@ -506,7 +525,12 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
         for b, it in enumerate(batch):
             r = len(it.response_ids)
             scores = token_scores(
-                logits[b, :r], torch.tensor(it.response_ids, device=device), hidden[b, :r], head, options
+                logits[b, :r],
+                torch.tensor(it.response_ids, device=device),
+                hidden[b, :r],
+                head,
+                options,
+                head_offset,
             )
             results[it.index] = _build_result(it, tokenizer, it.response_ids, scores)
     return results  # type: ignore[return-value]
@@ -538,6 +562,7 @@ def generate(
     pad = _pad_id(tokenizer, eos)
     items = _encode(base, tokenizer, records, options, need_response=False)
     head = active_head(model)
+    head_offset = active_head_offset(model)
     device = _device(model)
     results: list[ScoredText] = []
     for n, batch in enumerate(
@@ -590,6 +615,7 @@ def generate(
                 hidden[b, :keep] if head is not None else None,
                 head,
                 options,
+                head_offset,
             )
             results.append(
                 _build_result(

@@ -80,7 +80,10 @@ def test_demo_runs_the_offline_tasks_on_the_default_model(tmp_path, capsys):
     assert "| sigmoid_prod |" in table and "| boostedprob_mean |" in table and "| length |" in table
     results = json.loads((tmp_path / "lm_eval_results.json").read_text())
     assert len(results["samples"]["sighead_wiki_facts"]) == 12 * 12  # 12 samples x 12 estimators
-    assert results["config"]["model_args"]["adapter"].endswith("smollm2-135m-instruct-wiki")
+    assert (
+        "adapter=" in results["config"]["model_args"]
+        and "smollm2-135m-instruct-wiki" in results["config"]["model_args"]
+    )
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert "auroc_prr.png" in pngs and "sighead_geo_qa_rejection.png" in pngs
     assert "sighead_wiki_facts_reliability.png" in pngs

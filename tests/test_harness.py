@@ -215,6 +215,7 @@ def test_geo_qa_questions_and_judging():
     assert geo.is_correct(by_id["AGO-currency"], "The kwanza.")
     assert not geo.is_correct(by_id["USA-currency"], "The Canadian dollar")  # 'Dollar' alone is ambiguous
     assert geo.is_correct(by_id["BRA-region"], "Brazil is in South America.")
+    assert geo.is_correct(by_id["CHE-region"], "A landlocked country on the European continent.")
     assert geo.is_correct(by_id["CHE-language"], "German")  # one of several official languages
 
 

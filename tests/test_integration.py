@@ -66,7 +66,8 @@ def test_real_answers_are_scored_batched_like_unbatched(smol):
     batched = score(model, tokenizer, QA, ScoringOptions(batch_size=3), progress=False)
     for record, result in zip(QA, batched):
         single = score(model, tokenizer, [record], ScoringOptions(batch_size=1), progress=False)[0]
-        np.testing.assert_allclose(result.log_scores["softmax"], single.log_scores["softmax"], atol=1e-5)
+        # fp32 noise across batch shapes depends on the CPU's kernels: up to 1.3e-5 seen in a 30-layer model
+        np.testing.assert_allclose(result.log_scores["softmax"], single.log_scores["softmax"], atol=5e-5)
     right, wrong = (r.sequence_scores()["softmax_prod"] for r in batched[:2])
     assert right > wrong  # the base model knows the capital of France
 

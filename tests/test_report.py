@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html as htmlmod
-import json
 import shutil
 import subprocess
 
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 
 from sighead_eval.harness.confidence import ESTIMATORS, PROBABILITIES, Judged
-from sighead_eval.report import estimator_table, table_csv, table_markdown, task_samples
-from sighead_eval.report import plots
+from sighead_eval.report import estimator_table, plots, table_csv, table_markdown, task_samples
 from sighead_eval.report.page import colour, pick_samples, render_page
 from sighead_eval.report.table import table_text
 

@@ -9,6 +9,7 @@ from peft.config import PeftConfig
 from ._peft_compat import SIGMOID_HEAD
 
 HEAD_DTYPES = ("float32", "float16", "bfloat16", "float64")
+OFFSETS = ("none", "log_softmax")
 
 
 @dataclass
@@ -34,6 +35,14 @@ class SigmoidHeadConfig(PeftConfig):
             "When false, rows are drawn from N(0, 0.02)."
         },
     )
+    offset: str = field(
+        default="none",
+        metadata={
+            "help": "Per-position offset added to the head's logit: 'none' (the paper) or 'log_softmax' "
+            "(minus the log-sum-exp of the LM's logits at that position, so a head copied from the LM head "
+            "starts at sigmoid(log p), ranking tokens exactly as the softmax does)."
+        },
+    )
     head_dtype: str = field(
         default="float32",
         metadata={
@@ -45,6 +54,8 @@ class SigmoidHeadConfig(PeftConfig):
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = SIGMOID_HEAD
+        if self.offset not in OFFSETS:
+            raise ValueError(f"`offset` should be one of {OFFSETS}, got {self.offset!r}")
         if self.head_dtype not in HEAD_DTYPES:
             raise ValueError(f"`head_dtype` should be one of {HEAD_DTYPES}, got {self.head_dtype!r}")
         if self.head_module is not None and (not isinstance(self.head_module, str) or not self.head_module):

@@ -22,6 +22,7 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         self.base_layer = base_layer
         self.sigmoid_head_embedding = nn.ModuleDict({})
+        self.head_offset: dict[str, str] = {}
         self._active_adapter = adapter_name
         self._disable_adapters = False
         self.merged_adapters = []
@@ -32,7 +33,9 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         self._register_load_state_dict_pre_hook(self._check_loaded_shapes)
 
     # -- construction -------------------------------------------------------------------------
-    def update_layer(self, adapter_name: str, init_from_lm_head: bool, head_dtype: torch.dtype) -> None:
+    def update_layer(
+        self, adapter_name: str, init_from_lm_head: bool, head_dtype: torch.dtype, offset: str = "none"
+    ) -> None:
         weight = self.get_base_layer().weight  # (V, H)
         vocab, hidden = weight.shape
         embedding = nn.Embedding(vocab, hidden, sparse=True, device=weight.device, dtype=head_dtype)
@@ -43,6 +46,7 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
             else:
                 embedding.weight.normal_(0.0, 0.02)
         self.sigmoid_head_embedding[adapter_name] = embedding
+        self.head_offset[adapter_name] = offset
         self.set_adapter(self.active_adapters)
 
     def _check_loaded_shapes(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -74,17 +78,28 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
             )
         return self.sigmoid_head_embedding[names[0]].weight
 
-    def sigmoid_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary head logits: `(..., H) -> (..., V)`, in the head's dtype."""
+    def active_offset(self) -> str:
+        """The active adapter's offset mode ('none' or 'log_softmax')."""
+        names = [n for n in self.active_adapters if n in self.sigmoid_head_embedding]
+        return self.head_offset.get(names[0], "none") if names else "none"
+
+    def sigmoid_logits(self, hidden: torch.Tensor, base_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-vocabulary head logits: `(..., H) -> (..., V)`, in the head's dtype. An adapter with
+        `offset='log_softmax'` needs the LM's logits at the same positions (`base_logits`)."""
         weight = self.active_head()
         if weight is None:
             raise ValueError("No Sigmoid Head adapter is active on this model.")
-        return F.linear(hidden.to(weight.dtype), weight)
+        z = F.linear(hidden.to(weight.dtype), weight)
+        if self.active_offset() == "log_softmax":
+            if base_logits is None:
+                raise ValueError("this Sigmoid Head has offset='log_softmax': pass the LM's logits")
+            z = z - torch.logsumexp(base_logits.float(), dim=-1, keepdim=True).to(z.dtype)
+        return z
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         if self._return_sigmoid_logits and self.active_head() is not None:
-            self._sigmoid_logits = self.sigmoid_logits(x)
+            self._sigmoid_logits = self.sigmoid_logits(x, result)
         return result
 
     # -- PEFT interface --------------------------------------------------------------------------

@@ -101,7 +101,7 @@ class SigmoidHeadModel(BaseTuner):
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kw):
         dtype = getattr(torch, peft_config.head_dtype)
         if isinstance(target, SigmoidHeadLayer):
-            target.update_layer(adapter_name, peft_config.init_from_lm_head, dtype)
+            target.update_layer(adapter_name, peft_config.init_from_lm_head, dtype, peft_config.offset)
             return
         if not isinstance(getattr(target, "weight", None), torch.Tensor) or target.weight.dim() != 2:
             raise ValueError(
@@ -109,7 +109,7 @@ class SigmoidHeadModel(BaseTuner):
                 "the Sigmoid Head needs the linear layer that maps hidden states to vocabulary logits."
             )
         new_module = SigmoidHeadLayer(target, adapter_name)
-        new_module.update_layer(adapter_name, peft_config.init_from_lm_head, dtype)
+        new_module.update_layer(adapter_name, peft_config.init_from_lm_head, dtype, peft_config.offset)
         self._replace_module(parent, target_name, new_module, target)
 
     def _replace_module(self, parent, child_name, new_module, child):

@@ -26,7 +26,8 @@ img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .verdict { font-weight: bold; font-size: 13px; }
 .sample.wrong .verdict { color: #d62728; } .sample .verdict { color: #2ca02c; }
 .row { margin: 3px 0; white-space: pre-wrap; font-family: monospace; font-size: 14px; line-height: 1.9; }
-.lab { display: inline-block; width: 120px; font-family: system-ui, sans-serif; font-size: 12px; color: #555; }
+.lab { display: inline-block; width: 120px; font-family: system-ui, sans-serif; font-size: 12px;
+       color: #555; }
 .t { padding: 1px 0; border-radius: 2px; }
 .seq { font-size: 12px; color: #555; }
 .legend span { display: inline-block; width: 46px; text-align: center; font-size: 11px; }
@@ -46,7 +47,8 @@ def _tokens_row(label: str, text: list[str], probs: list[float] | None, other: d
     for i, (tok, p) in enumerate(zip(text, probs)):
         tip = " · ".join(f"{k} {v[i]:.3f}" for k, v in other.items() if v is not None and i < len(v))
         spans.append(
-            f'<span class="t" style="background:{colour(p)}" title="{html.escape(tip)}">{html.escape(tok)}</span>'
+            f'<span class="t" style="background:{colour(p)}" title="{html.escape(tip)}">'
+            f"{html.escape(tok)}</span>"
         )
     return f'<div class="row"><span class="lab">{label}</span>{"".join(spans)}</div>'
 
@@ -134,7 +136,8 @@ def render_page(
         parts.append(f"<h2>{html.escape(ts.task)}</h2>")
         parts.append("".join(_img(p) for p in plots.get(ts.task, [])))
         parts.append(
-            f"<p>{min(n, ts.quality.size)} of {ts.quality.size} outputs, those where the two signals disagree most.</p>"
+            f"<p>{min(n, ts.quality.size)} of {ts.quality.size} outputs: those where the two signals "
+            "disagree most.</p>"
         )
         parts.extend(_sample_html(ts, i) for i in pick_samples(ts, n))
     parts.append("</body></html>")

@@ -75,6 +75,13 @@ class TrainConfig:
             "no exclusion), 'full' (ablation: full-vocabulary BCE)."
         },
     )
+    head_offset: str = field(
+        default="none",
+        metadata={
+            "help": "Offset of the head's logit: 'none' (paper) or 'log_softmax' (minus the LM's log-sum-exp "
+            "at the position: the untrained head ranks tokens as the softmax does; training refines it)."
+        },
+    )
     num_negatives: int = field(default=10, metadata={"help": "Negatives per position (K)."})
     unigram_share: float = field(default=0.5, metadata={"help": "Share of negatives drawn from the unigram."})
     softmax_temperature: float = field(default=2.0, metadata={"help": "Temperature of the softmax proposal."})
@@ -112,6 +119,8 @@ class TrainConfig:
                 raise ValueError(f"`{name}` should be a positive integer, got {value!r}")
         if self.negatives not in MODES:
             raise ValueError(f"`negatives` should be one of {MODES}, got {self.negatives!r}")
+        if self.head_offset not in ("none", "log_softmax"):
+            raise ValueError(f"`head_offset` should be 'none' or 'log_softmax', got {self.head_offset!r}")
         if not self.lr > 0:
             raise ValueError(f"`lr` should be > 0, got {self.lr!r}")
         if self.base_dtype not in ("float32", "bfloat16"):
@@ -190,13 +199,14 @@ class _DevSet:
     """Dev positions computed once: head inputs, references and fixed negatives."""
 
     def __init__(self, model, examples: list[Example], config: TrainConfig, unigram, pad: int):
-        hidden, targets, negatives, valid = [], [], [], []
+        hidden, targets, negatives, valid, offsets = [], [], [], [], []
         for i in range(0, len(examples), config.batch_size):
             batch = examples[i : i + config.batch_size]
             frozen = frozen_pass(model, [e.ids for e in batch], [e.start for e in batch], pad)
             # Always the paper's negatives, whatever the training mode: dev BCE stays comparable.
             neg, ok = _negatives(frozen, config, unigram, _generator(config.seed, 99991, i), "dominant")
             hidden.append(frozen.hidden.float())
+            offsets.append(_offset(frozen, config))
             targets.append(frozen.targets)
             negatives.append(neg)
             valid.append(ok)
@@ -204,6 +214,7 @@ class _DevSet:
         self.targets = torch.cat(targets)
         self.negatives = torch.cat(negatives)
         self.valid = torch.cat(valid)
+        self.offsets = torch.cat(offsets)
 
     @torch.no_grad()
     def evaluate(self, head: torch.nn.Module) -> dict:
@@ -214,7 +225,7 @@ class _DevSet:
         for i in range(0, self.hidden.shape[0], 4096):
             s = slice(i, i + 4096)
             loss, logits = sigmoid_head_loss(
-                head, self.hidden[s], self.targets[s], self.negatives[s], self.valid[s]
+                head, self.hidden[s], self.targets[s], self.negatives[s], self.valid[s], self.offsets[s]
             )
             n = self.valid[s].sum().item() + self.targets[s].shape[0]
             losses.append(loss.item() * n)
@@ -360,7 +371,9 @@ def train(config: TrainConfig, model=None, tokenizer=None, records=None, progres
         dev_set = dev_set[: config.dev_max] if config.dev_max is not None else dev_set
     pad = _pad_id(tokenizer, _eos_ids(model, tokenizer))
 
-    peft_model = get_peft_model(model, SigmoidHeadConfig(init_from_lm_head=config.init_from_lm_head))
+    peft_model = get_peft_model(
+        model, SigmoidHeadConfig(init_from_lm_head=config.init_from_lm_head, offset=config.head_offset)
+    )
     layer = peft_model.get_base_model().get_output_embeddings()
     head = layer.sigmoid_head_embedding["default"]  # nn.Embedding(V, H, sparse=True), fp32
     vocab = head.weight.shape[0]
@@ -576,12 +589,20 @@ def _negatives(frozen, config, unigram, generator, mode: str) -> tuple[torch.Ten
     )
 
 
+def _offset(frozen, config) -> torch.Tensor:
+    """(N,) per-position offset of the head's logit: 0, or minus the LM's log-sum-exp."""
+    if config.head_offset == "log_softmax":
+        return -torch.logsumexp(frozen.logits.float(), dim=-1)
+    return torch.zeros(frozen.targets.shape[0])
+
+
 def _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense) -> torch.Tensor:
     """The loss on one batch's frozen outputs: dominant sets, negatives, BCE (or full-vocabulary BCE)."""
     hidden = frozen.hidden.float()  # (N, H)
+    offset = _offset(frozen, config)
     if dense:
-        return full_vocab_loss(head.weight, hidden, frozen.targets)
+        return full_vocab_loss(head.weight, hidden, frozen.targets, offset)
     generator = _generator(config.seed, epoch + 1, bi + 1)
     negatives, valid = _negatives(frozen, config, unigram, generator, config.negatives)
-    loss, _ = sigmoid_head_loss(trainer_head, hidden, frozen.targets, negatives, valid)
+    loss, _ = sigmoid_head_loss(trainer_head, hidden, frozen.targets, negatives, valid, offset)
     return loss

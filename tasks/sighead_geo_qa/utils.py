@@ -31,9 +31,12 @@ LANGUAGE_ALIASES = {
 }
 # 'Swiss German' is also answered as 'German', 'Southern Sotho' as 'Sotho'.
 QUALIFIERS = {"swiss", "northern", "southern", "north", "south", "standard", "modern", "western", "eastern"}
-REGION_ALIASES = {
-    "the Americas": ["Americas", "America"],
-    "Oceania": ["Australia", "Pacific"],
+REGION_ALIASES = {  # the adjective too: "a landlocked country in the European continent"
+    "the Americas": ["Americas", "America", "American"],
+    "Oceania": ["Australia", "Pacific", "Oceanian"],
+    "Europe": ["European"],
+    "Africa": ["African"],
+    "Asia": ["Asian"],
 }
 
 
