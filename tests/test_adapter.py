@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import build_model
@@ -297,3 +298,29 @@ def test_head_module_that_is_not_linear_is_refused():
 def test_bad_head_dtype_is_refused():
     with pytest.raises(ValueError, match="`head_dtype` should be one of .* got 'int8'"):
         SigmoidHeadConfig(head_dtype="int8")
+
+
+def test_log_softmax_offset_head_starts_at_sigmoid_of_log_p(tokenizer, tmp_path):
+    """An untrained head with the log_softmax offset scores sigmoid(log p) = p / (1 + p): it ranks
+    tokens exactly as the softmax does, on the cheap path and on the full-logits path."""
+    from peft import PeftModel
+
+    from sighead_eval.scoring import score
+
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig(offset="log_softmax")).eval()
+    [r] = score(
+        model, tokenizer, [{"prompt": "The capital", "response": "of France is Paris."}], progress=False
+    )
+    p = np.exp(r.log_scores["softmax"])
+    np.testing.assert_allclose(np.exp(r.log_scores["sigmoid"]), p / (1 + p), rtol=1e-5)
+    with torch.no_grad():
+        out = model(torch.tensor([[5, 6, 7]]), output_sigmoid_logits=True)
+    torch.testing.assert_close(out.sigmoid_logits, torch.log_softmax(out.logits, -1), atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "head")
+    loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / "head")
+    [again] = score(
+        loaded, tokenizer, [{"prompt": "The capital", "response": "of France is Paris."}], progress=False
+    )
+    np.testing.assert_allclose(again.log_scores["sigmoid"], r.log_scores["sigmoid"], atol=1e-6)
+    with pytest.raises(ValueError, match=r"`offset` should be one of \('none', 'log_softmax'\)"):
+        SigmoidHeadConfig(offset="softmax")

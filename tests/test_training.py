@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,16 @@ def test_loss_by_hand_and_sparse_rows():
     assert grad.is_sparse
     touched = set(grad.indices()[0].tolist())
     assert touched == {1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+
+def test_loss_offset_shifts_every_logit_of_a_position():
+    torch.manual_seed(0)
+    head = torch.nn.Embedding(20, 4, sparse=True)
+    hidden, targets = torch.randn(2, 4), torch.tensor([1, 2])
+    negatives, valid = torch.tensor([[4, 5], [6, 7]]), torch.ones(2, 2, dtype=torch.bool)
+    _, plain = sigmoid_head_loss(head, hidden, targets, negatives, valid)
+    _, shifted = sigmoid_head_loss(head, hidden, targets, negatives, valid, torch.tensor([-3.0, 1.0]))
+    assert torch.allclose(shifted - plain, torch.tensor([[-3.0] * 3, [1.0] * 3]))
 
 
 def test_full_vocab_loss_by_hand():
@@ -301,11 +312,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, toke
         ({"negatives": "hard"}, r"`negatives` should be one of \('dominant', 'random', 'full'\), got 'hard'"),
         ({"num_negatives": 0}, "`num_negatives` should be a positive integer, got 0"),
         ({"base_dtype": "int8"}, "`base_dtype` should be 'float32' or 'bfloat16', got 'int8'"),
+        ({"head_offset": "softmax"}, "`head_offset` should be 'none' or 'log_softmax', got 'softmax'"),
     ],
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_log_softmax_offset_head_starts_at_the_softmax_and_trains(tmp_path, tokenizer):
+    from peft import PeftModel
+
+    from sighead_eval.scoring import score
+
+    info = _run(_config(tmp_path, head_offset="log_softmax", epochs=1), tokenizer)
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+    assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["offset"] == "log_softmax"
+    model = PeftModel.from_pretrained(build_model("llama"), tmp_path / "run")
+    [r] = score(
+        model, tokenizer, [{"prompt": "The capital", "response": "of France is Paris."}], progress=False
+    )
+    assert np.isfinite(r.log_scores["sigmoid"]).all()
 
 
 @pytest.mark.parametrize("mode", ["random", "full"])
