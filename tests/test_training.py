@@ -56,6 +56,27 @@ def test_negatives_avoid_the_reference_and_the_dominant_set():
     assert torch.equal(~valid[:, 5:], duplicated) and valid[:, :5].all()
 
 
+def test_top_p_negatives_also_exclude_the_softmax_nucleus():
+    from sighead_eval.training.negatives import top_p_set
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05] + [0.0] * 6]).clamp_min(1e-9))
+    assert top_p_set(logits, 0.7)[0, :4].tolist() == [True, True, False, False]  # 0.5 + 0.3 reach 0.7
+    assert top_p_set(logits, 0.85)[0, :4].tolist() == [True, True, True, False]
+    logits = _peaked_logits()
+    logp = torch.log_softmax(logits, -1)
+    sets = dominant_tokens(logp)
+    targets = logits.argmin(-1)
+    unigram = torch.full((logits.shape[1],), 1.0 / logits.shape[1])
+    g = torch.Generator().manual_seed(0)
+    neg, _ = sample_negatives(
+        logits, targets, k=10, sets=sets, unigram=unigram, generator=g, exclude_top_p=0.9
+    )
+    nucleus = top_p_set(logits, 0.9)
+    assert not nucleus.gather(1, neg).any()
+    with pytest.raises(ValueError, match="top_p"):
+        top_p_set(logits, 0.0)
+
+
 def test_random_negatives_exclude_only_the_reference():
     logits = _peaked_logits(n=256)
     targets = torch.zeros(256, dtype=torch.long)
@@ -313,6 +334,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, toke
         ({"num_negatives": 0}, "`num_negatives` should be a positive integer, got 0"),
         ({"base_dtype": "int8"}, "`base_dtype` should be 'float32' or 'bfloat16', got 'int8'"),
         ({"head_offset": "softmax"}, "`head_offset` should be 'none' or 'log_softmax', got 'softmax'"),
+        ({"negative_top_p": 1.5}, r"`negative_top_p` should be in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_settings(kwargs, message):

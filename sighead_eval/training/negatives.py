@@ -46,6 +46,21 @@ def excluded_tokens(sets: DominantSets | None, targets: torch.Tensor, vocab_size
     return excluded
 
 
+TOP_P_MAX = 64
+
+
+def top_p_set(logits: torch.Tensor, top_p: float, max_size: int = TOP_P_MAX) -> torch.Tensor:
+    """(N, V) bool: the smallest set of most probable tokens whose softmax mass reaches `top_p`,
+    cut at `max_size` tokens (sorting only the top `max_size`, not the vocabulary)."""
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` should be in (0, 1], got {top_p!r}")
+    probs = torch.softmax(logits.float(), dim=-1)
+    top, ids = probs.topk(min(max_size, probs.shape[-1]), dim=-1)  # (N, k) sorted
+    before = top.cumsum(-1) - top  # mass of the tokens ranked above
+    inside = before < top_p
+    return torch.zeros_like(probs, dtype=torch.bool).scatter_(1, ids, inside)
+
+
 def _first_k_distinct(draws: torch.Tensor, usable: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `k` distinct usable tokens of each row of `draws` (N, M), in draw order; and the
     rows (N,) that have fewer than `k` of them."""
@@ -103,8 +118,12 @@ def sample_negatives(
     unigram_share: float = 0.5,
     temperature: float = 2.0,
     generator: torch.Generator | None = None,
+    exclude_top_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(negatives (N, K) token ids, valid (N, K) bool). Invalid entries are duplicates."""
+    """(negatives (N, K) token ids, valid (N, K) bool). Invalid entries are duplicates.
+
+    `exclude_top_p` > 0 also keeps the softmax's top-p set (at most `TOP_P_MAX` tokens) out of the
+    negatives: softer negatives for plausible tokens the dominant rule does not cover."""
     if mode not in ("dominant", "random"):
         raise ValueError(f"`mode` should be 'dominant' or 'random' for sampling, got {mode!r}")
     if not isinstance(k, int) or k < 1:
@@ -122,6 +141,8 @@ def sample_negatives(
     if not 0.0 <= unigram_share <= 1.0:
         raise ValueError(f"`unigram_share` should be in [0, 1], got {unigram_share!r}")
     excluded = excluded_tokens(sets, targets, vocab)
+    if exclude_top_p > 0:
+        excluded |= top_p_set(logits, exclude_top_p)
     k_uni = round(k * unigram_share)
     from_unigram = _draw_shared(unigram.to(logits.device), excluded, k_uni, generator)  # (N, k_u)
     tempered = torch.softmax(logits.float() / temperature, dim=-1)  # (N, V)

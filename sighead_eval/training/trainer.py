@@ -82,6 +82,13 @@ class TrainConfig:
             "at the position: the untrained head ranks tokens as the softmax does; training refines it)."
         },
     )
+    negative_top_p: float = field(
+        default=0.0,
+        metadata={
+            "help": "Also keep the softmax's top-p set (at most 64 tokens) out of the training negatives, "
+            "e.g. 0.9: softer negatives for plausible tokens. 0 = off (paper). Dev BCE keeps the paper's."
+        },
+    )
     num_negatives: int = field(default=10, metadata={"help": "Negatives per position (K)."})
     unigram_share: float = field(default=0.5, metadata={"help": "Share of negatives drawn from the unigram."})
     softmax_temperature: float = field(default=2.0, metadata={"help": "Temperature of the softmax proposal."})
@@ -119,6 +126,8 @@ class TrainConfig:
                 raise ValueError(f"`{name}` should be a positive integer, got {value!r}")
         if self.negatives not in MODES:
             raise ValueError(f"`negatives` should be one of {MODES}, got {self.negatives!r}")
+        if not 0.0 <= self.negative_top_p <= 1.0:
+            raise ValueError(f"`negative_top_p` should be in [0, 1], got {self.negative_top_p!r}")
         if self.head_offset not in ("none", "log_softmax"):
             raise ValueError(f"`head_offset` should be 'none' or 'log_softmax', got {self.head_offset!r}")
         if not self.lr > 0:
@@ -570,7 +579,7 @@ def _batch_loss(model, trainer_head, head, batch: list[Example], config, unigram
     return _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense), frozen.targets.shape[0]
 
 
-def _negatives(frozen, config, unigram, generator, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _negatives(frozen, config, unigram, generator, mode: str, top_p: float = 0.0):
     """(negatives, valid) for one batch's frozen outputs; dominant sets only when the mode excludes them."""
     sets = None
     if mode == "dominant":
@@ -586,6 +595,7 @@ def _negatives(frozen, config, unigram, generator, mode: str) -> tuple[torch.Ten
         unigram_share=config.unigram_share,
         temperature=config.softmax_temperature,
         generator=generator,
+        exclude_top_p=top_p,
     )
 
 
@@ -603,6 +613,6 @@ def _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense) ->
     if dense:
         return full_vocab_loss(head.weight, hidden, frozen.targets, offset)
     generator = _generator(config.seed, epoch + 1, bi + 1)
-    negatives, valid = _negatives(frozen, config, unigram, generator, config.negatives)
+    negatives, valid = _negatives(frozen, config, unigram, generator, config.negatives, config.negative_top_p)
     loss, _ = sigmoid_head_loss(trainer_head, hidden, frozen.targets, negatives, valid, offset)
     return loss
