@@ -222,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--output", default=None, help="Results folder (default: results/compare/<adapter>-<split>)"
     )
+    c.add_argument(
+        "--rescore",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="With --outputs: score the saved outputs with --adapter (default), or take the saved scores",
+    )
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples")
     c.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
     c.set_defaults(func=cmd_compare)
@@ -248,6 +254,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         outputs=ns.outputs,
         bootstrap=ns.bootstrap,
         batch_size=ns.batch_size,
+        rescore=ns.rescore,
     )
     return 0
 

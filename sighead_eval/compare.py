@@ -31,7 +31,14 @@ from .harness.confidence import ESTIMATORS, confidence, scores_of
 from .report.samples import TaskSamples, judged, task_samples
 
 METRICS = ("auroc", "prr")
-BASELINES = ("softmax_prod", "softmax_mean", "boostedprob_prod", "boostedprob_mean")
+BASELINES = (
+    "softmax_prod",
+    "softmax_mean",
+    "softmax_min",
+    "boostedprob_prod",
+    "boostedprob_mean",
+    "boostedprob_min",
+)
 HEAD_ROWS = ("sigmoid_mean", "sigmoid_prod", "sigmoid_min")
 
 
@@ -67,26 +74,34 @@ def per_type(ts: TaskSamples, est: str, metric: str) -> dict[str, float]:
     return per
 
 
+def bootstrap_macro(ts: TaskSamples, estimators, metric: str, iters: int = 1000, seed: int = 0) -> dict:
+    """`{estimator: (iters,) macro metric}` over bootstrap resamples stratified by type and class.
+    Every estimator sees the same resamples, so differences between them are paired."""
+    groups = type_groups(ts)
+    rng = np.random.default_rng(seed)
+    q = ts.quality
+    strata = [(idx[q[idx] == 1], idx[q[idx] == 0]) for idx in groups.values()]
+    out = {e: np.zeros(iters) for e in estimators}
+    for i in range(iters):
+        for pos, neg in strata:
+            idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+            for e in estimators:
+                out[e][i] += _metric(metric, ts.confidence[e][idx], q[idx]) / len(strata)
+    return out
+
+
 def paired_bootstrap(ts: TaskSamples, a: str, b: str, metric: str, iters: int = 1000, seed: int = 0):
     """Macro `metric` of `a` minus that of `b`, with a 95 % percentile interval from a paired
     bootstrap stratified by type and class."""
-    groups = type_groups(ts)
-    if not groups:
+    if not type_groups(ts):
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    q = ts.quality
-    ca, cb = ts.confidence[a], ts.confidence[b]
-    strata = [(idx[q[idx] == 1], idx[q[idx] == 0]) for idx in groups.values()]
-    diffs = np.empty(iters)
-    for i in range(iters):
-        da = db = 0.0
-        for pos, neg in strata:
-            idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-            da += _metric(metric, ca[idx], q[idx])
-            db += _metric(metric, cb[idx], q[idx])
-        diffs[i] = (da - db) / len(strata)
+    boot = bootstrap_macro(ts, (a, b), metric, iters, seed)
+    return _difference(ts, boot, a, b, metric)
+
+
+def _difference(ts, boot, a, b, metric):
     point = per_type(ts, a, metric)["macro"] - per_type(ts, b, metric)["macro"]
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    lo, hi = np.percentile(boot[a] - boot[b], [2.5, 97.5])
     return float(point), float(lo), float(hi)
 
 
@@ -98,16 +113,17 @@ def compare_task(ts: TaskSamples, iters: int = 1000, seed: int = 0) -> dict:
         for t, idx in type_groups(ts).items()
     }
     out["metrics"] = {m: {e: per_type(ts, e, m) for e in ts.estimators} for m in METRICS}
-    out["differences"] = {
-        m: {
-            f"{a} - {b}": dict(zip(("diff", "low", "high"), paired_bootstrap(ts, a, b, m, iters, seed)))
-            for a in HEAD_ROWS
-            if a in ts.confidence
-            for b in BASELINES
-            if b in ts.confidence
-        }
-        for m in METRICS
-    }
+    heads = [a for a in HEAD_ROWS if a in ts.confidence]
+    bases = [b for b in BASELINES if b in ts.confidence]
+    out["differences"] = {m: {} for m in METRICS}
+    if not type_groups(ts) or not heads:
+        return out
+    for m in METRICS:
+        boot = bootstrap_macro(ts, heads + bases, m, iters, seed)
+        for a in heads:
+            for b in bases:
+                diff = _difference(ts, boot, a, b, m)
+                out["differences"][m][f"{a} - {b}"] = dict(zip(("diff", "low", "high"), diff))
     return out
 
 
@@ -178,10 +194,6 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
 
     out = []
     for name in names:
-        if name not in saved.get("samples", {}):
-            raise ValueError(
-                f"the saved run holds no samples of {name}; it has {sorted(saved.get('samples', {}))}"
-            )
         base = task_samples(name, saved["samples"][name])
         first = sorted(
             (s for s in saved["samples"][name] if s["filter"] == "sigmoid_mean"), key=lambda s: s["doc_id"]
@@ -215,6 +227,7 @@ def run_compare(
     bootstrap: int = 1000,
     seed: int = 0,
     batch_size: int = 8,
+    rescore: bool = True,
 ) -> dict:
     from .demo import OFFLINE_TASKS, _check_output, _write_atomic, check_tasks
     from .models import DEFAULT_MODEL, check_adapter_fits
@@ -236,10 +249,17 @@ def run_compare(
         from .scoring import ScoringOptions
 
         saved = json.loads(Path(outputs).read_text())
-        lm, tokenizer = load_model(model, adapter=adapter)
-        per_task = _rescore(
-            saved, names, lm, tokenizer, ScoringOptions(chat_template=False, batch_size=batch_size)
-        )
+        missing = [t for t in names if t not in saved.get("samples", {})]
+        if missing:
+            raise ValueError(
+                f"{outputs} holds no samples of {missing}; it has {sorted(saved.get('samples', {}))}"
+            )
+        if rescore:
+            lm, tokenizer = load_model(model, adapter=adapter)
+            options = ScoringOptions(chat_template=False, batch_size=batch_size)
+            per_task = _rescore(saved, names, lm, tokenizer, options)
+        else:  # the confidences as the saved run computed them
+            per_task = [task_samples(t, saved["samples"][t]) for t in names]
         for ts in per_task:  # keep the requested split of the saved samples
             keep = np.array([split == "all" or d.get("split") == split for d in ts.docs])
             ts.docs = [d for d, k in zip(ts.docs, keep) if k]

@@ -178,9 +178,8 @@ def _kept_quality(order_key: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Mean quality kept after rejecting k = 0..n-1 of the lowest `order_key`, ties in expectation."""
     order = np.argsort(-order_key, kind="stable")
     keys, values = order_key[order], q[order].copy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], keys.size]):
-        values[a:b] = values[a:b].mean()
+    group = np.cumsum(np.r_[True, keys[1:] != keys[:-1]]) - 1  # tie group of each sorted item
+    values = (np.bincount(group, values) / np.bincount(group))[group]  # each tie at its group's mean
     n = q.size
     kept = np.cumsum(values)[::-1] / np.arange(n, 0, -1)  # index k: n - k items kept
     return kept

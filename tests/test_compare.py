@@ -77,7 +77,7 @@ def test_the_table_reports_every_head_row_against_every_baseline_with_a_verdict(
     assert set(task["metrics"]) == {"auroc", "prr"}
     assert "length" in task["metrics"]["auroc"]  # the length-only baseline sits beside the others
     diffs = task["differences"]["auroc"]
-    assert len(diffs) == 3 * 4 and "sigmoid_mean - softmax_prod" in diffs
+    assert len(diffs) == 3 * 4 and "sigmoid_mean - softmax_prod" in diffs  # the baselines present
     report = {"adapter": "a", "model": "m", "split": "dev", "date": "d", "bootstrap": 200, "tasks": [task]}
     text = compare.markdown(report)
     assert "| sigmoid_mean - softmax_prod |" in text and "head better" in text

@@ -25,8 +25,10 @@ def _load(samples) -> list[dict]:
 
 
 def judged(sample: dict) -> dict:
-    """The filtered output of a sample (`{response, confidence, ...}`), in memory or read back."""
-    return json.loads(str(sample["filtered_resps"][0]))
+    """The filtered output of a sample (`{response, confidence, ...}`): in memory, read back from
+    our JSON (a dict) or from lm-eval's samples log (a JSON string)."""
+    out = sample["filtered_resps"][0]
+    return dict(out) if isinstance(out, dict) else json.loads(str(out))
 
 
 def pairs_from_samples(samples) -> dict[str, tuple[list[float], list[float]]]:
