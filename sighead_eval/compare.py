@@ -190,7 +190,9 @@ def _split_indices(task, split: str) -> list[int]:
 
 def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[TaskSamples]:
     """Scores the saved outputs of an earlier run with `model` (its current head)."""
-    from .scoring import score
+    from .frozen import unwrap
+    from .harness.model import fit_response
+    from .scoring import model_context_length, score
 
     out = []
     for name in names:
@@ -205,8 +207,15 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
                 if isinstance(s["arguments"], list)
                 else s["arguments"]["gen_args_0"]["arg_0"]
             )
-            ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-            records.append({"prompt_token_ids": ids, "response": judged(s)["response"]})
+            # As HFLM encodes a context: special tokens as the tokenizer adds them, unless the
+            # (chat-templated) text already starts with the BOS token.
+            bos = tokenizer.bos_token
+            special = not (bos and context.startswith(bos))
+            ids = tokenizer(context, add_special_tokens=special)["input_ids"]
+            response = judged(s)["response"]
+            cont = tokenizer(response, add_special_tokens=False)["input_ids"]
+            ids, cont = fit_response(ids, cont, model_context_length(unwrap(model)))
+            records.append({"prompt_token_ids": ids, "response": response, "response_token_ids": cont})
         scored = score(model, tokenizer, records, options)
         confs = {}
         for e in ESTIMATORS:
@@ -256,7 +265,7 @@ def run_compare(
             )
         if rescore:
             lm, tokenizer = load_model(model, adapter=adapter)
-            options = ScoringOptions(chat_template=False, batch_size=batch_size)
+            options = ScoringOptions(chat_template=False, batch_size=batch_size, truncation="left")
             per_task = _rescore(saved, names, lm, tokenizer, options)
         else:  # the confidences as the saved run computed them
             per_task = [task_samples(t, saved["samples"][t]) for t in names]

@@ -129,3 +129,19 @@ def build_model(kind: str = "llama", seed: int = 0, vocab: int | None = None):
 @pytest.fixture(params=["llama", "gpt2", "qwen2"])
 def kind(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny Llama with a chat tokenizer saved as a local model (`base`), a Sigmoid Head for it
+    (`head`) and one for a model with another vocabulary (`qwen_head`)."""
+    from peft import get_peft_model
+
+    from sighead_eval import SigmoidHeadConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    build_model("llama").save_pretrained(root / "base")
+    build_tokenizer(chat=True).save_pretrained(root / "base")
+    get_peft_model(build_model("llama"), SigmoidHeadConfig()).save_pretrained(root / "head")
+    get_peft_model(build_model("qwen2"), SigmoidHeadConfig()).save_pretrained(root / "qwen_head")
+    return root

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_model
-from peft import get_peft_model
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from sighead_eval import SigmoidHeadConfig
 from sighead_eval.harness import confidence as conf
 from sighead_eval.harness.cli import _option, prepare_argv
 from sighead_eval.harness.data import (
@@ -56,17 +53,8 @@ def task_manager():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny Llama with a chat tokenizer saved as a local model, and a Sigmoid Head for it."""
-    from conftest import build_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    tokenizer = build_tokenizer(chat=True)
-    build_model("llama").save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    get_peft_model(build_model("llama"), SigmoidHeadConfig()).save_pretrained(root / "head")
-    get_peft_model(build_model("qwen2"), SigmoidHeadConfig()).save_pretrained(root / "qwen_head")
-    return root
+def tiny(tiny_dir):
+    return tiny_dir
 
 
 def evaluate(tiny, task_manager, tasks, adapter="head", limit=8, metadata=None, model_args="", **kw):

@@ -27,6 +27,20 @@ from ..scoring import PROB_ESTIMATORS, ScoringOptions, active_head, score
 from .confidence import ScoredLoglikelihood, ScoredStr, scores_of
 
 
+def fit_response(ctx: list[int], cont: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
+    """Context and continuation cut to fit the model's context, as HFLM does: a continuation longer
+    than the context window keeps its last `max_length - 1` tokens (with a warning) after one
+    context token; shorter ones keep all their tokens (the engine drops context from the left)."""
+    if max_length is None or len(cont) < max_length:
+        return ctx, cont
+    warnings.warn(
+        f"a continuation of {len(cont)} tokens is longer than the model's context ({max_length}); only "
+        f"its last {max_length - 1} tokens are scored",
+        stacklevel=2,
+    )
+    return ctx[-1:] or ctx, cont[-(max_length - 1) :]
+
+
 def _parse_estimators(value) -> tuple[str, ...] | None:
     if value is None or value == "":
         return None
@@ -146,14 +160,16 @@ class SigheadLM(HFLM):
         return self._loglikelihood_tokens(encoded, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        records = [
-            {
-                "prompt_token_ids": list(ctx),
-                "response": pair[1] if pair else self.tok_decode(cont),
-                "response_token_ids": list(cont),
-            }
-            for pair, ctx, cont in requests
-        ]
+        records = []
+        for pair, ctx, cont in requests:
+            ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
+            records.append(
+                {
+                    "prompt_token_ids": ctx,
+                    "response": pair[1] if pair else self.tok_decode(cont),
+                    "response_token_ids": cont,
+                }
+            )
         out: list[ScoredLoglikelihood] = []
         for chunk in self._chunks(records, disable_tqdm, "sighead: scoring continuations"):
             for r, s in self._score(chunk, True):
