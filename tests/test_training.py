@@ -357,6 +357,22 @@ def test_log_softmax_offset_head_starts_at_the_softmax_and_trains(tmp_path, toke
     assert np.isfinite(r.log_scores["sigmoid"]).all()
 
 
+def test_cached_hidden_states_skip_the_forward_pass_after_the_first_epoch(tmp_path, tokenizer, monkeypatch):
+    from sighead_eval.training import trainer as t
+
+    seen = []  # examples each frozen pass ran the model on
+    real = t.frozen_pass
+    monkeypatch.setattr(t, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    info = _run(_config(tmp_path, cache_hidden=True, epochs=3, eval_every=0), tokenizer)
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+    assert sum(seen) == info["n_dev"] + info["n_train"]  # three epochs, one forward pass per example
+    seen.clear()
+    _run(_config(tmp_path, name="uncached", epochs=3, eval_every=0), tokenizer)
+    assert sum(seen) == info["n_dev"] + 3 * info["n_train"]
+    _run(_config(tmp_path, name="again", cache_hidden=True, epochs=3, eval_every=0), tokenizer)
+    assert torch.equal(_head(tmp_path / "run"), _head(tmp_path / "again"))  # seeded, cache or not
+
+
 @pytest.mark.parametrize("mode", ["random", "full"])
 def test_ablations_train(tmp_path, tokenizer, mode):
     info = _run(_config(tmp_path, negatives=mode, epochs=1), tokenizer)

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..dominant import check_rule, dominant_tokens
-from ..frozen import frozen_pass
+from ..frozen import frozen_pass, unwrap
 from .data import Example, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, sigmoid_head_loss
 from .negatives import MODES, sample_negatives, unigram_distribution
@@ -66,6 +67,14 @@ class TrainConfig:
     )
     max_length: int = field(default=512, metadata={"help": "Tokens per example; longer responses are cut."})
     max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples."})
+    cache_hidden: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep each training example's head inputs in memory (fp16, about 1.2 KB per token for a "
+            "576-wide model) after its first forward pass: later epochs recompute logits, dominant sets and "
+            "fresh negatives from the cache instead of running the frozen model again."
+        },
+    )
     dev_fraction: float = field(default=0.05, metadata={"help": "Share of examples held out for dev."})
     dev_max: int | None = field(default=300, metadata={"help": "At most this many dev examples."})
     negatives: str = field(
@@ -444,6 +453,7 @@ def train(config: TrainConfig, model=None, tokenizer=None, records=None, progres
 
     if not config.resume:
         log(dev_before)
+    cache = HiddenCache(peft_model) if config.cache_hidden else None
     bar = tqdm(total=total_steps, initial=state.step, desc="training", disable=not progress or rank != 0)
     tick, tick_tokens = time.time(), 0
     done = state.stopped_early or state.step >= total_steps
@@ -453,7 +463,7 @@ def train(config: TrainConfig, model=None, tokenizer=None, records=None, progres
             group = list(range(group_start, min(group_start + config.grad_accum, len(batches))))
             step_loss, tokens = _optimizer_step(
                 peft_model, trainer_head, head, optimizer, train_set, batches, group, config, unigram, pad,
-                state, total_steps, rank, world, dense, out,
+                state, total_steps, rank, world, dense, out, cache,
             )  # fmt: skip
             bar.update(1)
             tick_tokens += tokens
@@ -524,7 +534,7 @@ def _epoch_batches(train_set: list[Example], config: TrainConfig, epoch: int) ->
 
 def _optimizer_step(
     model, trainer_head, head, optimizer, train_set, batches, group, config, unigram, pad, state, total_steps,
-    rank, world, dense, out,
+    rank, world, dense, out, cache=None,
 ) -> tuple[float, int]:  # fmt: skip
     """One optimizer step over the batches in `group`; this process takes every `world`-th one."""
     mine = [bi for i, bi in enumerate(group) if i % world == rank] or [None]
@@ -538,8 +548,9 @@ def _optimizer_step(
             else:
                 examples = [train_set[i] for i in batches[bi]]
                 loss, tokens = _batch_loss(
-                    model, trainer_head, head, examples, config, unigram, pad, state.epoch, bi, dense
-                )
+                    model, trainer_head, head, examples, config, unigram, pad, state.epoch, bi, dense,
+                    cache, batches[bi],
+                )  # fmt: skip
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"non-finite training loss ({loss.item()}) at step {state.step}, epoch {state.epoch}; "
@@ -573,9 +584,59 @@ class _nullcontext:
         return False
 
 
-def _batch_loss(model, trainer_head, head, batch: list[Example], config, unigram, pad, epoch, bi, dense):
-    """(loss, trained tokens) of one batch: the frozen pass, then the head step."""
-    frozen = frozen_pass(model, [e.ids for e in batch], [e.start for e in batch], pad)
+class HiddenCache:
+    """Per-example head inputs (fp16) and targets, kept after an example's first frozen pass. Logits
+    are recomputed from them with the frozen LM head, so later epochs skip the model's forward pass.
+    Every batch, first pass included, is built from the fp16-rounded states: a resumed run (whose
+    cache starts empty) trains exactly as an uninterrupted one."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def frozen(self, indices: list[int], batch: list[Example], pad: int):
+        from ..frozen import FrozenOutputs, base_head
+
+        missing = [j for j, i in enumerate(indices) if i not in self.store]
+        if missing:
+            part = [batch[j] for j in missing]
+            fresh = frozen_pass(self.model, [e.ids for e in part], [e.start for e in part], pad)
+            if getattr(unwrap(self.model), "_sighead_fast_logits_ok", None) is not True:
+                raise TrainingError(
+                    "`cache_hidden` needs a model whose logits are a linear map of the head input; this one "
+                    "has a logits bias or soft-capping. Train without --cache-hidden."
+                )
+            offset = 0
+            for j, n in zip(missing, fresh.counts):
+                h = fresh.hidden[offset : offset + n].to(torch.float16)
+                self.store[indices[j]] = (h, fresh.targets[offset : offset + n])
+                offset += n
+        hidden = torch.cat([self.store[i][0] for i in indices]).float()
+        targets = torch.cat([self.store[i][1] for i in indices])
+        logits = F.linear(hidden, base_head(self.model).weight)
+        counts = [self.store[i][1].shape[0] for i in indices]
+        return FrozenOutputs(hidden=hidden, logits=logits, targets=targets, counts=counts)
+
+
+def _batch_loss(
+    model,
+    trainer_head,
+    head,
+    batch: list[Example],
+    config,
+    unigram,
+    pad,
+    epoch,
+    bi,
+    dense,
+    cache=None,
+    idx=None,
+):
+    """(loss, trained tokens) of one batch: the frozen pass (or the cache), then the head step."""
+    if cache is not None:
+        frozen = cache.frozen(idx, batch, pad)
+    else:
+        frozen = frozen_pass(model, [e.ids for e in batch], [e.start for e in batch], pad)
     return _head_step(trainer_head, head, frozen, config, unigram, epoch, bi, dense), frozen.targets.shape[0]
 
 
