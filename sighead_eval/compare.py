@@ -310,3 +310,28 @@ def run_compare(
     print(text)
     print(f"wrote {out_dir}/table.md, table.json")
     return report
+
+
+def summary_markdown(reports: dict[str, dict], estimators=HEAD_ROWS) -> str:
+    """One ablation table over several `compare` reports (name -> report): each head's macro
+    ROC-AUC and PRR per task, then the baselines (from the first report) for reference."""
+    first = next(iter(reports.values()))
+    tasks = [t["task"] for t in first["tasks"]]
+    head = ["recipe", "estimator"] + [
+        f"{t.removeprefix('sighead_')} {m}" for t in tasks for m in ("ROC-AUC", "PRR")
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name, report, est):
+        cells = []
+        for task in report["tasks"]:
+            for m in METRICS:
+                per = task["metrics"][m].get(est)
+                cells.append(_cell(per["macro"]) if per else "–")
+        return "| " + " | ".join([name, est, *cells]) + " |"
+
+    for name, report in reports.items():
+        lines += [row(name, report, e) for e in estimators]
+    baselines = [e for e in ESTIMATORS if not e.startswith("sigmoid")]
+    lines += [row("baseline", first, e) for e in baselines]
+    return "\n".join(lines) + "\n"

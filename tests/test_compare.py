@@ -85,6 +85,17 @@ def test_the_table_reports_every_head_row_against_every_baseline_with_a_verdict(
     assert all(not math.isnan(v["macro"]) for v in task["metrics"]["prr"].values())
 
 
+def test_summary_puts_every_recipe_beside_the_baselines():
+    ts = synthetic(head_edge=2.0)
+    report = {"tasks": [compare.compare_task(ts, iters=20)]}
+    text = compare.summary_markdown(
+        {"strong": report, "weak": {"tasks": [compare.compare_task(synthetic(), iters=20)]}}
+    )
+    assert text.splitlines()[0] == "| recipe | estimator | x ROC-AUC | x PRR |"
+    assert "| strong | sigmoid_mean |" in text and "| weak | sigmoid_min |" in text
+    assert "| baseline | softmax_prod |" in text and "| baseline | length |" in text
+
+
 def test_compare_refuses_a_bad_split_before_model_work(tmp_path):
     with pytest.raises(ValueError, match="--split should be dev, test or all"):
         compare.run_compare(None, split="train", output=str(tmp_path))
