@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     from .compare import run_compare
-    from .demo import SHIPPED_ADAPTER
+    from .demo import shipped_adapter
 
-    adapter = ns.adapter or (str(SHIPPED_ADAPTER) if ns.model is None else None)
+    shipped = shipped_adapter() if ns.model is None else None
+    adapter = ns.adapter or (str(shipped) if shipped else None)
     run_compare(
         adapter,
         model=ns.model,

@@ -20,7 +20,17 @@ from pathlib import Path
 OFFLINE_TASKS = ("sighead_geo_qa", "sighead_arith", "sighead_wiki_facts")
 # Samples per task by default: the whole demo stays under 10 minutes on 2 CPU cores.
 DEFAULT_LIMITS = {"sighead_geo_qa": 400, "sighead_arith": 300, "sighead_wiki_facts": 1000}
-SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-instruct-wiki"
+SHIPPED_NAME = "smollm2-135m-instruct-wiki"
+
+
+def shipped_adapter() -> Path | None:
+    """The default head in `adapters/`: beside the package in a checkout (or an editable install),
+    else under the current directory (an installed wheel run from the repository)."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        path = root / "adapters" / SHIPPED_NAME
+        if (path / "adapter_config.json").is_file():
+            return path
+    return None
 
 
 def _check_output(output: str) -> Path:
@@ -78,8 +88,8 @@ def run_demo(
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"--limit should be a positive number of samples per task, got {limit!r}")
     out_dir = _check_output(output)
-    if adapter is None and model is None and (SHIPPED_ADAPTER / "adapter_config.json").is_file():
-        adapter = str(SHIPPED_ADAPTER)
+    if adapter is None and model is None and shipped_adapter() is not None:
+        adapter = str(shipped_adapter())
     if adapter is not None:
         check_adapter_fits(adapter, model)
     else:
