@@ -135,6 +135,22 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run the offline tasks (demo, compare)."""
+    parser.add_argument(
+        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
+    )
+    parser.add_argument(
+        "--adapter", default=None, help="Sigmoid Head adapter directory (default: the shipped head)"
+    )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="Comma-separated task names (default: sighead_geo_qa,sighead_arith,sighead_wiki_facts)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sighead-eval", description="Sigmoid Head confidence for language models, beside its baselines."
@@ -180,23 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "lm-eval, prints one table (a row per estimator; ROC-AUC, PRR, AP, ECE, Brier per task) and writes "
         "it with plots and an HTML page of token-coloured samples to the results folder.",
     )
-    d.add_argument(
-        "--tasks",
-        default=None,
-        help="Comma-separated task names (default: sighead_geo_qa,sighead_arith,sighead_wiki_facts)",
-    )
+    _add_run_options(d)
     d.add_argument(
         "--limit",
         type=int,
         default=None,
         help="Samples per task (default: 400 geo_qa, 300 arith, 1000 wiki_facts; under 10 min on 2 cores)",
-    )
-    d.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
-    d.add_argument(
-        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
-    )
-    d.add_argument(
-        "--adapter", default=None, help="Sigmoid Head adapter directory (default: the shipped head)"
     )
     d.add_argument("--output", default="results/demo", help="Results folder")
     d.set_defaults(func=cmd_demo)
@@ -208,13 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compares each Sigmoid Head aggregation with softmax (product, mean) and BoostedProb (product, mean) "
         "per question type, macro-averaged, with 95 %% paired bootstrap intervals of the difference.",
     )
-    c.add_argument(
-        "--adapter", default=None, help="Sigmoid Head adapter directory (default: the shipped head)"
-    )
-    c.add_argument(
-        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
-    )
-    c.add_argument("--tasks", default=None, help="Comma-separated tasks (default: the three offline tasks)")
+    _add_run_options(c)
     c.add_argument("--split", default="dev", choices=["dev", "test", "all"], help="Which half of each task")
     c.add_argument(
         "--outputs", default=None, help="Rescore the outputs saved by an earlier run (lm_eval_results.json)"
@@ -229,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="With --outputs: score the saved outputs with --adapter (default), or take the saved scores",
     )
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples")
-    c.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
     c.set_defaults(func=cmd_compare)
 
     sub.add_parser(
