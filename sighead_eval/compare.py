@@ -238,7 +238,7 @@ def run_compare(
     batch_size: int = 8,
     rescore: bool = True,
 ) -> dict:
-    from .demo import OFFLINE_TASKS, _check_output, _write_atomic, check_tasks
+    from .demo import OFFLINE_TASKS, _check_output, _write_atomic, check_tasks, evaluate_tasks
     from .models import DEFAULT_MODEL, check_adapter_fits
 
     if split not in ("dev", "test", "all"):
@@ -275,25 +275,9 @@ def run_compare(
             ts.quality = ts.quality[keep]
             ts.confidence = {e: v[keep] for e, v in ts.confidence.items()}
     else:
-        import lm_eval
-        from lm_eval.tasks import TaskManager, get_task_dict
-        from lm_eval.utils import handle_non_serializable
-
-        from .harness import tasks_dir
-
-        manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
-        built = get_task_dict(names, manager)
-        run = lm_eval.simple_evaluate(
-            model="sighead",
-            model_args=f"pretrained={model or DEFAULT_MODEL}" + (f",adapter={adapter}" if adapter else ""),
-            tasks=[built[t] for t in names],
-            samples={t: _split_indices(built[t], split) for t in names},
-            batch_size=batch_size,
-            apply_chat_template=True,
-            task_manager=manager,
-            log_samples=True,
+        run = evaluate_tasks(
+            names, model, adapter, lambda task: _split_indices(task, split), batch_size, out_dir
         )
-        _write_atomic(out_dir / "lm_eval_results.json", json.dumps(run, default=handle_non_serializable))
         per_task = [task_samples(t, run["samples"][t]) for t in names]
     report = {
         "adapter": adapter or "(none)",

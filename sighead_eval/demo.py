@@ -71,6 +71,36 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def evaluate_tasks(
+    names: list[str], model: str | None, adapter: str | None, pick, batch_size: int, out_dir: Path
+):
+    """One lm-eval run of the project's tasks with the `sighead` model; `pick(task)` gives the
+    document indices of each task to run. Writes `lm_eval_results.json` (every sample, per-token
+    scores) to `out_dir` atomically and returns lm-eval's output."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.utils import handle_non_serializable
+
+    from .harness import tasks_dir
+    from .models import DEFAULT_MODEL
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    built = get_task_dict(names, manager)  # built once, here; `pick` may read the documents
+    out = lm_eval.simple_evaluate(
+        model="sighead",
+        model_args=f"pretrained={model or DEFAULT_MODEL}" + (f",adapter={adapter}" if adapter else ""),
+        tasks=[built[t] for t in names],
+        samples={t: pick(built[t]) for t in names},
+        batch_size=batch_size,
+        apply_chat_template=True,
+        task_manager=manager,
+        log_samples=True,
+    )
+    dumped = json.dumps(out, default=handle_non_serializable, ensure_ascii=False)
+    _write_atomic(out_dir / "lm_eval_results.json", dumped)
+    return out
+
+
 def run_demo(
     model: str | None = None,
     adapter: str | None = None,
@@ -88,48 +118,35 @@ def run_demo(
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"--limit should be a positive number of samples per task, got {limit!r}")
     out_dir = _check_output(output)
-    if adapter is None and model is None and shipped_adapter() is not None:
-        adapter = str(shipped_adapter())
+    shipped = shipped_adapter() if adapter is None and model is None else None
+    adapter = str(shipped) if shipped is not None else adapter
     if adapter is not None:
         check_adapter_fits(adapter, model)
     else:
         print("note: no adapter given: the Sigmoid Head rows are left out; the softmax baselines run.")
 
-    import lm_eval
-    from lm_eval.tasks import TaskManager, get_task_dict
-    from lm_eval.utils import handle_non_serializable
-
-    from .harness import tasks_dir
     from .report import plots, table_csv, table_markdown, task_samples
     from .report.page import render_page
     from .report.table import estimator_table, table_text
 
     started = time.time()
-    model_args = f"pretrained={model or DEFAULT_MODEL}" + (f",adapter={adapter}" if adapter else "")
-    samples = {t: list(range(limit or DEFAULT_LIMITS.get(t, 200))) for t in names}
     print(
         f"sighead-eval demo: {model or DEFAULT_MODEL} with {adapter or 'no head'}; tasks {', '.join(names)}"
     )
-    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
-    built = get_task_dict(names, manager)  # built once: its size trims the sample lists
-    task_objects = [built[t] for t in names]
-    samples = {t: idx[: len(built[t].eval_docs)] for t, idx in samples.items()}
-    out = lm_eval.simple_evaluate(
-        model="sighead",
-        model_args=model_args,
-        tasks=task_objects,
-        samples=samples,
-        batch_size=batch_size,
-        apply_chat_template=True,
-        task_manager=manager,
-        log_samples=True,
+    out = evaluate_tasks(
+        names,
+        model,
+        adapter,
+        lambda task: list(
+            range(min(limit or DEFAULT_LIMITS.get(task.config.task, 200), len(task.eval_docs)))
+        ),
+        batch_size,
+        out_dir,
     )
     evaluated = time.time() - started
 
     stages = tqdm(total=2 + 2 * len(names), desc="writing the report", unit="file")
     per_task = [task_samples(t, out["samples"][t]) for t in names]
-    dumped = json.dumps(out, indent=1, default=handle_non_serializable, ensure_ascii=False)
-    _write_atomic(out_dir / "lm_eval_results.json", dumped)
     table = estimator_table(out["results"], names)
     _write_atomic(out_dir / "table.md", table_markdown(table))
     _write_atomic(out_dir / "table.csv", table_csv(table))

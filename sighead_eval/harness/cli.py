@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-SUBCOMMANDS = ("run", "ls", "validate")
-
 
 def _option(argv: list[str], name: str) -> str | None:
     for i, a in enumerate(argv):

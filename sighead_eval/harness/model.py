@@ -117,7 +117,7 @@ class SigheadLM(HFLM):
         return info
 
     # -- scoring -----------------------------------------------------------------------------
-    def _score(self, records: list[dict], disable_tqdm: bool) -> list[dict]:
+    def _score(self, records: list[dict]) -> list[tuple]:
         results = score(self.model, self.tokenizer, records, self.scoring, progress=False)
         out = []
         for r in results:
@@ -144,7 +144,7 @@ class SigheadLM(HFLM):
         ]
         out: list[ScoredStr] = []
         for chunk in self._chunks(records, disable_tqdm, "sighead: scoring outputs"):
-            out.extend(ScoredStr(rec["response"], s) for rec, (_, s) in zip(chunk, self._score(chunk, True)))
+            out.extend(ScoredStr(rec["response"], s) for rec, (_, s) in zip(chunk, self._score(chunk)))
         return out
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[ScoredLoglikelihood]:
@@ -172,7 +172,7 @@ class SigheadLM(HFLM):
             )
         out: list[ScoredLoglikelihood] = []
         for chunk in self._chunks(records, disable_tqdm, "sighead: scoring continuations"):
-            for r, s in self._score(chunk, True):
+            for r, s in self._score(chunk):
                 greedy = bool(r.greedy.all()) if r.greedy is not None else False
                 out.append(ScoredLoglikelihood(float(r.log_scores["softmax"].sum()), greedy, s))
         for (pair, _, _), result in zip(requests, out):
