@@ -2,11 +2,11 @@
 
 1. Generation: plain greedy `generate` (64 new tokens) against `sighead_eval.scoring.generate`
    with a head attached, which records every estimator's per-token scores. Same model, prompts
-   and run, alternating repeats. Target: at most 3 % extra wall time.
+   and run, alternating repeats. Target: at most 1 % extra wall time (median of 7 repeats).
 2. Force-decoding: tokens/s of `score` without a head, with a head, and of the bare forward pass.
-   Target: the head costs at most 5 % of the forward pass.
+   Target: every estimator together within 3 % of the bare forward pass.
 
-Usage: python bench/bench_scoring.py [--repeats 3] [--batch-size 8]
+Usage: python bench/bench_scoring.py [--repeats 7] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from peft import get_peft_model
 
 from sighead_eval import SigmoidHeadConfig
 from sighead_eval.models import load_model
-from sighead_eval.scoring import GenerationOptions, ScoringOptions, _encode, generate, score
+from sighead_eval.scoring import GenerationOptions, ScoringOptions, encode_records, generate, score
 
 PROMPTS = [
     "What is the capital of France?",
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -57,7 +57,7 @@ def main() -> None:
     gen = GenerationOptions(max_new_tokens=args.new_tokens)
 
     # Plain greedy generate on exactly the same left-padded batch that `generate` builds.
-    items = _encode(base, tokenizer, records, options, need_response=False)
+    items = encode_records(base, tokenizer, records, options, need_response=False)
     width = max(len(it.prompt_ids) for it in items)
     ids = torch.full((len(items), width), tokenizer.pad_token_id or tokenizer.eos_token_id)
     mask = torch.zeros_like(ids)
@@ -88,12 +88,13 @@ def main() -> None:
     print(f"generation, batch {len(records)}, up to {args.new_tokens} new tokens ({n_tokens} generated)")
     print(f"  plain greedy generate          {p:7.2f} s (median of {args.repeats})")
     print(f"  generate + per-token scores    {s:7.2f} s")
-    print(f"  overhead                       {100 * (s - p) / p:+7.2f} %   (target <= 3 %)")
+    print(f"  overhead                       {100 * (s - p) / p:+7.2f} %   (target <= 1 %)")
 
     answers = generate(model, tokenizer, records, options, gen, progress=False)
     forced = [{**r, "response": a.response} for r, a in zip(records, answers)] * 4
     n_scored = sum(len(r.token_ids) for r in score(base, tokenizer, forced, options, progress=False))
-    batch_ids = [it.prompt_ids + it.response_ids for it in _encode(base, tokenizer, forced, options, True)]
+    encoded = encode_records(base, tokenizer, forced, options, True)
+    batch_ids = [it.prompt_ids + it.response_ids for it in encoded]
 
     def forward_only():
         with torch.no_grad(), model.disable_adapter():
@@ -125,8 +126,8 @@ def main() -> None:
     print(f"  bare forward pass              {f:7.2f} s  {n_scored / f:8.0f} tokens/s")
     print(f"  score, softmax baselines only  {nh:7.2f} s  {n_scored / nh:8.0f} tokens/s")
     print(f"  score, with Sigmoid Head       {h:7.2f} s  {n_scored / h:8.0f} tokens/s")
-    print(f"  head cost / forward pass       {100 * (h - nh) / f:+7.2f} %   (target <= 5 %)")
-    print(f"  all estimators / forward pass  {100 * (h - f) / f:+7.2f} %")
+    print(f"  head cost / forward pass       {100 * (h - nh) / f:+7.2f} %")
+    print(f"  all estimators / forward pass  {100 * (h - f) / f:+7.2f} %   (target <= 3 %)")
 
     # The head step in isolation (the end-to-end difference above is within timing noise).
     head = model.get_base_model().lm_head.active_head()

@@ -22,68 +22,64 @@ import time
 
 
 def run_variant(variant: str, batches: int, batch_size: int) -> dict:
-    import torch
-    from peft import get_peft_model
+    import tempfile
 
-    from sighead_eval import SigmoidHeadConfig
+    import torch
+
     from sighead_eval.models import load_model
-    from sighead_eval.scoring import _eos_ids, _pad_id
-    from sighead_eval.training import TrainConfig
-    from sighead_eval.training.data import encode_examples, load_records
-    from sighead_eval.training.negatives import unigram_distribution
-    from sighead_eval.training.trainer import _batch_loss
+    from sighead_eval.training import TrainConfig, Trainer
+    from sighead_eval.training.data import load_records
 
     model, tokenizer = load_model()
-    model.requires_grad_(False)
-    rows = load_records("sighead:wiki")[: batch_size * (batches + 1)]
-    examples = encode_examples(model, tokenizer, rows, 512, None)
-    groups = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)][: batches + 1]
-    pad = _pad_id(tokenizer, _eos_ids(model, tokenizer))
-    config = TrainConfig(negatives="full" if variant == "full" else "dominant")
-    peft_model = get_peft_model(model, SigmoidHeadConfig())
-    head = peft_model.get_base_model().get_output_embeddings().sigmoid_head_embedding["default"]
-    unigram = unigram_distribution((e.ids[e.start :] for e in examples), head.weight.shape[0], pad)
-    if variant == "full":
-        head.sparse = False
-        optimizer = torch.optim.Adam([head.weight], lr=1e-3)
-    else:
-        optimizer = torch.optim.SparseAdam([head.weight], lr=1e-3)
+    rows = load_records("sighead:wiki")[: batch_size * (batches + 1) + 2]
+    config = TrainConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench-training-"),
+        negatives="full" if variant == "full" else "dominant",
+        batch_size=batch_size,
+        lr=1e-3,
+        dev_max=2,
+    )
+    trainer = Trainer(config, model, tokenizer, records=rows, progress=False)
+    n = len(trainer.train_set)
+    groups = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)][: batches + 1]
 
-    def step(batch, bi):
+    def step(indices, bi):
         if variant == "forward":
             from sighead_eval.frozen import right_pad
 
-            ids, mask = right_pad([e.ids for e in batch], pad)
+            batch = [trainer.train_set[i] for i in indices]
+            ids, mask = right_pad([e.ids for e in batch], trainer.pad)
             with torch.no_grad():
                 model.base_model(input_ids=ids, attention_mask=mask)
             return sum(e.n_targets for e in batch)
-        loss, tokens = _batch_loss(
-            peft_model, head, head, batch, config, unigram, pad, 0, bi, variant == "full"
-        )
+        loss, tokens = trainer._batch_loss(bi, indices)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
         return tokens
 
     step(groups[0], 0)  # warm-up
     start, tokens = time.perf_counter(), 0
-    for bi, batch in enumerate(groups[1:], 1):
-        tokens += step(batch, bi)
+    for bi, indices in enumerate(groups[1:], 1):
+        tokens += step(indices, bi)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before caching frozen outputs
     head_seconds = None
     if variant != "forward":
         # The head step alone, from frozen outputs computed beforehand (what caching hidden states buys).
         from sighead_eval.frozen import frozen_pass
-        from sighead_eval.training.trainer import _head_step
 
-        cached = [frozen_pass(peft_model, [e.ids for e in b], [e.start for e in b], pad) for b in groups[1:]]
+        def frozen(indices):
+            batch = [trainer.train_set[i] for i in indices]
+            return frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
+
+        cached = [frozen(indices) for indices in groups[1:]]
         start = time.perf_counter()
-        for bi, frozen in enumerate(cached, 1):
-            loss = _head_step(head, head, frozen, config, unigram, 0, bi, variant == "full")
+        for bi, outputs in enumerate(cached, 1):
+            loss = trainer.head_loss(outputs, 0, bi)
             loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
         head_seconds = time.perf_counter() - start
     return {
         "variant": variant,

@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 import typing
-from pathlib import Path
 
+from .files import check_json_safe, read_jsonl, write_jsonl_atomic
+from .models import ModelOptions
+from .runs import SPLITS
 from .scoring import GenerationOptions, ScoringOptions
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, only=None, skip=()) -> None:
+    """One option per field of the dataclass `cls` (or of the fields in `only`), help from the
+    field's metadata."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
+        if f.name in skip or (only is not None and f.name not in only):
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         args = typing.get_args(kind)
@@ -35,68 +39,30 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def _options(cls, ns: argparse.Namespace):
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
 
 
-def read_jsonl(path: str) -> list[dict]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    records = []
-    with stream:
-        for n, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
-    if not records:
-        raise ValueError(f"{path} holds no records; expected one JSON object per line")
-    return records
+MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelOptions))
 
 
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
-    """Writes to a temporary file beside `path`, then renames: an existing file is never half-written."""
-    if path == "-":
-        for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
-    )
-    parser.add_argument("--adapter", default=None, help="Sigmoid Head adapter directory")
-    parser.add_argument("--dtype", default="float32", help="Base model dtype: float32, bfloat16 or float16")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="Allow model code from the hub (off by default)"
-    )
+def add_model_options(parser: argparse.ArgumentParser, only=MODEL_OPTIONS) -> None:
+    """The model options (`--model`, `--adapter`, `--dtype`, `--device`, `--trust-remote-code`) of
+    every command, from `ModelOptions`; `only` keeps those a command takes."""
+    _add_dataclass_options(parser, ModelOptions, only=only)
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    from .models import check_adapter_dir, load_model
+    from .models import check_adapter_dir
     from .scoring import generate, score
 
     options = _options(ScoringOptions, ns)
     generation = _options(GenerationOptions, ns)
+    model_options = _options(ModelOptions, ns)
     records = read_jsonl(ns.input)  # bad input fails before any model work
-    if ns.adapter:
-        check_adapter_dir(ns.adapter)
-    model, tokenizer = load_model(
-        ns.model, adapter=ns.adapter, dtype=ns.dtype, device=ns.device, trust_remote_code=ns.trust_remote_code
-    )
+    check_json_safe(records)
+    if model_options.adapter:
+        check_adapter_dir(model_options.adapter)
+    model, tokenizer = model_options.load()
     if ns.generate:
         results = generate(model, tokenizer, records, options, generation)
     else:
@@ -114,8 +80,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(
-        model=ns.model,
-        adapter=ns.adapter,
+        _options(ModelOptions, ns),
         output=ns.output,
         tasks=ns.tasks,
         limit=ns.limit,
@@ -129,20 +94,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
     config = _options(TrainConfig, ns)
-    os.environ.setdefault("SIGHEAD_RECIPE_COMMAND", "sighead-eval train " + shlex.join(ns.argv_rest))
-    info = train(config)
+    info = train(config, recipe_command="sighead-eval train " + shlex.join(ns.argv_rest))
     print(json.dumps({k: v for k, v in info.items() if k != "recipe_command"}, indent=1))
     return 0
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that run the offline tasks (demo, compare)."""
-    parser.add_argument(
-        "--model", default=None, help="Hub id or local path (default: embedded SmolLM2-135M-Instruct)"
-    )
-    parser.add_argument(
-        "--adapter", default=None, help="Sigmoid Head adapter directory (default: the shipped head)"
-    )
+    """Options shared by the commands that run the project's tasks (demo, compare)."""
+    add_model_options(parser)
     parser.add_argument(
         "--tasks",
         default=None,
@@ -172,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="Include per-token and per-word scores",
     )
-    _add_model_options(p)
+    add_model_options(p)
     _add_dataclass_options(p, ScoringOptions)
     _add_dataclass_options(p, GenerationOptions)
     p.set_defaults(func=cmd_score)
@@ -186,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "early stopping with patience 3, at most 3 epochs, seed 0). "
         "Runs data-parallel under `accelerate launch`.",
     )
-    _add_dataclass_options(t, TrainConfig)
+    add_model_options(t, only=("model", "dtype"))
+    _add_dataclass_options(t, TrainConfig, skip=MODEL_OPTIONS)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser(
@@ -210,11 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="Recipe-research protocol: per-type and macro ROC-AUC/PRR with paired bootstrap intervals",
         description="Runs the offline tasks on one split (dev to choose recipes, test to report them) and "
-        "compares each Sigmoid Head aggregation with softmax (product, mean) and BoostedProb (product, mean) "
+        "compares each Sigmoid Head aggregation with softmax and BoostedProb (product, mean and minimum) "
         "per question type, macro-averaged, with 95 %% paired bootstrap intervals of the difference.",
     )
     _add_run_options(c)
-    c.add_argument("--split", default="dev", choices=["dev", "test", "all"], help="Which half of each task")
+    c.add_argument(
+        "--split",
+        default="dev",
+        choices=list(SPLITS),
+        help="dev (choose recipes), test, all, or both: the pre-registered comparison (choose one head "
+        "aggregation and one rival per task on dev, report the test half, Holm-corrected)",
+    )
     c.add_argument(
         "--outputs", default=None, help="Rescore the outputs saved by an earlier run (lm_eval_results.json)"
     )
@@ -240,13 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     from .compare import run_compare
-    from .demo import shipped_adapter
 
-    shipped = shipped_adapter() if ns.model is None else None
-    adapter = ns.adapter or (str(shipped) if shipped else None)
     run_compare(
-        adapter,
-        model=ns.model,
+        _options(ModelOptions, ns),
         tasks=ns.tasks,
         split=ns.split,
         output=ns.output,
@@ -273,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ns.argv_rest = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         return ns.func(ns)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"sighead-eval {ns.command}: error: {err}", file=sys.stderr)
         return 2
 

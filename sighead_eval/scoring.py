@@ -19,6 +19,8 @@ emitted in its place (so every aggregate is a finite number, never NaN); such re
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -28,11 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dominant import DominantSets, check_rule, dominant_tokens
+from .dominant import DominantSets, boosted_log_prob, check_rule, dominant_from_top, exact_top_k
+from .estimators import TOKEN_ESTIMATORS, aggregate
 from .frozen import HeadInputs, frozen_pass, right_pad, unwrap
 
-PROB_ESTIMATORS = ("sigmoid", "softmax", "boostedprob")
-AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
 TRUNCATION = ("error", "left")
 
 
@@ -107,54 +108,100 @@ class GenerationOptions:
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-token core, shared by force-decoding, generation and training's evaluation
+# The per-token core, shared by force-decoding and generation
 # ---------------------------------------------------------------------------------------------
+#: Rows per vocabulary-sized intermediate: (64, V) float32 tensors stay small enough (12 MB at
+#: V = 49k) for the allocator to reuse their memory, where (512, V) ones are fresh pages each
+#: time, and the page faults cost as much as the arithmetic.
+CHUNK_ROWS = 64
+
+
 def token_scores(
     logits: torch.Tensor,
     targets: torch.Tensor,
     hidden: torch.Tensor | None = None,
-    head: torch.Tensor | None = None,
+    head=None,
     options: ScoringOptions | None = None,
-    head_offset: str = "none",
 ) -> dict[str, torch.Tensor]:
     """Every estimator for `N` scored positions.
 
     logits: (N, V) softmax logits; targets: (N,) the tokens scored; hidden: (N, H) the head's
-    input; head: (V', H) the Sigmoid Head weight, or None; head_offset: the head's offset mode
-    ('log_softmax' subtracts the log-sum-exp of `logits`). Returns (N,) float32 tensors: log
-    scores for `sigmoid`, `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`;
-    `greedy` (1.0 where the token is the softmax's argmax).
+    input; head: the model's `SigmoidHeadLayer` with an active adapter (`active_head_layer`), or
+    None for the softmax baselines only. Returns (N,) float32 tensors: log scores for `sigmoid`,
+    `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`; `greedy` (1.0 where the
+    token is the softmax's argmax).
     """
     options = options or ScoringOptions()
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
-    p = logp.exp()
-    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)  # (N,)
-    own = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N,)
-    sets: DominantSets = dominant_tokens(
-        logp,
-        p_jump=options.p_jump,
-        epsilon=options.epsilon,
-        mode=options.dominant_mode,
-        top_k=options.dominant_top_k,
+    if head is not None and hidden is None:
+        raise ValueError("`hidden` is needed to score with a Sigmoid Head")
+    parts = []
+    for start in range(0, max(logits.shape[0], 1), CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        part = _softmax_scores(logits[rows], targets[rows], options)
+        if head is not None:
+            lse = part.pop("_lse")
+            offset = head.logit_offset(log_normalizer=lse) if head.active_offset() != "none" else None
+            part["sigmoid"] = F.logsigmoid(head.head_logits(hidden[rows], targets[rows], offset=offset))
+        part.pop("_lse", None)
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
+    return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+
+def _softmax_scores(logits: torch.Tensor, targets: torch.Tensor, options: ScoringOptions) -> dict:
+    """The estimators that read the softmax, for a chunk of rows. Few vocabulary-sized passes: a
+    log-softmax, one short top-k, and exp, multiply and sum for the entropy, -sum_v p_v log p_v
+    (pairwise summation: as accurate as the terms, where a dot product loses 1e-4 nats)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (n, V)
+    top_logp, top_ids = _top_log_probs(logp, options)
+    sets: DominantSets = dominant_from_top(
+        top_logp, top_ids, p_jump=options.p_jump, epsilon=options.epsilon, mode=options.dominant_mode
     )
-    boosted = torch.where(sets.contains(targets), sets.mass.clamp_min(1e-45).log(), own)
-    out = {
-        "greedy": (logits.argmax(-1) == targets).float(),
+    entropy = -logp.exp().mul_(logp).sum(-1)  # (n,)
+    bad = ~torch.isfinite(entropy)
+    if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
+        lp = logp[bad]
+        entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
+    own = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (n,) log p(y)
+    return {
+        "greedy": (top_ids[:, 0] == targets).float(),
         "softmax": own,
-        "boostedprob": boosted,
+        "boostedprob": boosted_log_prob(own, targets, sets),
         "entropy": entropy,
         "dominant_size": sets.size.float(),
         "dominant_mass": sets.mass,
+        # the log-sum-exp, for the head's offset: logit minus log probability of the argmax
+        "_lse": logits.float().gather(-1, top_ids[:, :1]).squeeze(-1) - top_logp[:, 0],
     }
-    if head is not None:
-        if hidden is None:
-            raise ValueError("`hidden` is needed to score with a Sigmoid Head")
-        rows = F.embedding(targets, head)  # (N, H)
-        z = (rows * hidden.to(head.dtype)).sum(-1).float()  # (N,) one dot product per token
-        if head_offset == "log_softmax":
-            z = z - torch.logsumexp(logits.float(), dim=-1)
-        out["sigmoid"] = F.logsigmoid(z)
-    return out
+
+
+#: Ranks sorted first for the dominant rule; rows with more than this many tokens above `epsilon`
+#: (rare: a flat distribution) are sorted again to the exact bound.
+SHORT_TOP_K = 24
+
+
+def _top_log_probs(logp: torch.Tensor, options: ScoringOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(top log probs (n, k), their ids (n, k))`, k the dominant rule's exact bound
+    (`exact_top_k`) or `dominant_top_k`.
+
+    Sorting k = 202 of 49,152 costs twice as much as sorting 24. The rule reads rank `i + 1` only
+    for ranks with `p_i > epsilon`, so a row whose 24th probability is at most epsilon is decided by
+    its top 24; its ranks below are filled with probability 0 (id -1), which marks nothing. Only
+    the other rows are sorted to k. The sets are those of a full sort."""
+    vocab = logp.shape[-1]
+    k = min(options.dominant_top_k or exact_top_k(options.epsilon, vocab), vocab)
+    short = k if options.dominant_top_k is not None else min(SHORT_TOP_K, k)
+    top_logp, ids = torch.topk(logp, k=short, dim=-1, largest=True, sorted=True)  # (n, short)
+    if short == k:
+        return top_logp, ids
+    full_logp = torch.full((logp.shape[0], k), -math.inf, device=logp.device)
+    full_ids = torch.full((logp.shape[0], k), -1, dtype=ids.dtype, device=logp.device)
+    full_logp[:, :short], full_ids[:, :short] = top_logp, ids
+    rows = (top_logp[:, -1].exp() > options.epsilon).nonzero().squeeze(-1)
+    if rows.numel():
+        full_logp[rows], full_ids[rows] = torch.topk(logp[rows], k=k, dim=-1, largest=True, sorted=True)
+    return full_logp, full_ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,18 +220,6 @@ def word_spans(pieces: Sequence[str]) -> list[tuple[int, int]]:
     return spans
 
 
-def aggregate(log_scores: np.ndarray) -> dict[str, float]:
-    """Sequence aggregates of per-token log probabilities: mean prob, product, sum and mean of logs, min."""
-    logs = np.asarray(log_scores, dtype=np.float64)
-    return {
-        "mean": float(np.exp(logs).mean()),
-        "prod": float(np.exp(logs.sum())),
-        "sumlog": float(logs.sum()),
-        "meanlog": float(logs.mean()),
-        "min": float(np.exp(logs.min())),
-    }
-
-
 @dataclass
 class ScoredText:
     """One scored response. Probabilities are kept as natural logs; `to_dict` gives probabilities."""
@@ -193,7 +228,7 @@ class ScoredText:
     response: str
     token_ids: list[int]
     tokens: list[str]
-    log_scores: dict[str, np.ndarray]  # estimator -> (R,) log prob
+    log_scores: dict[str, np.ndarray]  # token estimator -> (R,) log prob
     entropy: np.ndarray  # (R,)
     dominant_size: np.ndarray  # (R,)
     dominant_mass: np.ndarray  # (R,)
@@ -204,7 +239,7 @@ class ScoredText:
 
     @property
     def estimators(self) -> list[str]:
-        return [e for e in PROB_ESTIMATORS if e in self.log_scores]
+        return [e for e in TOKEN_ESTIMATORS if e in self.log_scores]
 
     def words(self) -> tuple[list[str], dict[str, list[float]]]:
         """Words and their probability per estimator (product of the pieces' probabilities)."""
@@ -224,6 +259,20 @@ class ScoredText:
         out["entropy_mean"] = float(self.entropy.mean())
         out["entropy_max"] = float(self.entropy.max())
         return out
+
+    def summary(self, digits: int = 6) -> dict[str, Any]:
+        """A compact record of this response: sequence scores, token count and per-token scores
+        (rounded); what the lm-eval model attaches to each output."""
+        tokens = {"text": self.tokens}
+        tokens.update({e: np.exp(self.log_scores[e]).round(digits).tolist() for e in self.estimators})
+        tokens["entropy"] = self.entropy.round(digits).tolist()
+        return {
+            "response": self.response,
+            "sequence": self.sequence_scores(),
+            "n_tokens": len(self.token_ids),
+            "empty_response": self.empty_response,
+            "tokens": tokens,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         words, word_scores = self.words()
@@ -268,6 +317,41 @@ def _uses_chat_template(tokenizer, options: ScoringOptions) -> bool:
     return has if options.chat_template is None else bool(options.chat_template)
 
 
+def _check_token_ids(ids, vocab: int, index: int, key: str) -> None:
+    integers = all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ids)
+    if not isinstance(ids, (list, tuple)) or not integers:
+        raise TypeError(f"record {index}: `{key}` should be a list of integer token ids")
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise ValueError(
+            f"record {index}: `{key}` holds ids outside the model's vocabulary [0, {vocab}): {bad[:5]}"
+        )
+
+
+def _content_text(content, index: int, turn: int) -> str:
+    """A message's text: a string, or a list of text parts joined as chat templates join them
+    (`{"type": "text", "text": ...}` dicts or plain strings)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                raise TypeError(
+                    f"record {index}, message {turn}: a `content` part should be a string or a "
+                    f"{{'type': 'text', 'text': ...}} dict, got {part!r}"
+                )
+        return "".join(texts)
+    raise TypeError(
+        f"record {index}, message {turn}: `content` should be a string or a list of text parts, got "
+        f"{type(content).__name__}" + (" (null)" if content is None else "")
+    )
+
+
 def _split_record(
     record: Mapping[str, Any], index: int, need_response: bool
 ) -> tuple[list[dict], str | None]:
@@ -283,14 +367,17 @@ def _split_record(
         messages = record["messages"]
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
             raise TypeError(f"record {index}: `messages` should be a list of {{'role', 'content'}} dicts")
+        messages = [
+            {**m, "content": _content_text(m.get("content"), index, j)} for j, m in enumerate(messages)
+        ]
         if messages and messages[-1].get("role") == "assistant":
-            return [dict(m) for m in messages[:-1]], str(messages[-1].get("content", ""))
+            return messages[:-1], messages[-1]["content"]
         if need_response:
             raise ValueError(
                 f"record {index}: the last message should be the assistant's response to score, got role "
                 f"{messages[-1].get('role') if messages else None!r}"
             )
-        return [dict(m) for m in messages], None
+        return messages, None
     if "prompt" in record:
         response = record.get("response")
         if need_response and response is None:
@@ -317,13 +404,19 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _encode(model, tokenizer, records, options: ScoringOptions, need_response: bool) -> list[_Encoded]:
+def encode_records(model, tokenizer, records, options: ScoringOptions, need_response: bool) -> list[_Encoded]:
+    """Each record as prompt and response token ids (the engine's own encoding: chat template,
+    EOS, truncation), checked: shapes, types and token ids."""
     chat = _uses_chat_template(tokenizer, options)
     eos = _eos_ids(model, tokenizer)
     max_len = options.max_length or model_context_length(model)
+    vocab = unwrap(model).get_output_embeddings().weight.shape[0]
     encoded = []
     for i, record in enumerate(records):
         messages, response = _split_record(record, i, need_response)
+        for key in ("prompt_token_ids", "response_token_ids"):
+            if record.get(key) is not None:
+                _check_token_ids(record[key], vocab, i, key)
         if "prompt_token_ids" in record:
             prompt_ids = [int(t) for t in record["prompt_token_ids"]]
             if not prompt_ids:
@@ -374,6 +467,21 @@ def _encode(model, tokenizer, records, options: ScoringOptions, need_response: b
     return encoded
 
 
+def fit_response(ctx: list[int], cont: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
+    """Context and continuation cut to fit the model's context, as lm-eval's HFLM does: a
+    continuation longer than the context window keeps its last `max_length - 1` tokens (with a
+    warning) after one context token; shorter ones keep all their tokens (scoring with
+    `truncation='left'` then drops context from the left)."""
+    if max_length is None or len(cont) < max_length:
+        return ctx, cont
+    warnings.warn(
+        f"a continuation of {len(cont)} tokens is longer than the model's context ({max_length}); only "
+        f"its last {max_length - 1} tokens are scored",
+        stacklevel=2,
+    )
+    return ctx[-1:] or ctx, cont[-(max_length - 1) :]
+
+
 def model_context_length(model) -> int | None:
     config = getattr(model, "config", None)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -384,26 +492,31 @@ def model_context_length(model) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The frozen pass
+# The two ways in: force-decoding (`score`) and generation (`generate`)
 # ---------------------------------------------------------------------------------------------
+def active_head_layer(model):
+    """The model's `SigmoidHeadLayer` when a Sigmoid Head adapter is active on it, else None."""
+    from .adapter import SigmoidHeadLayer
+
+    head = unwrap(model).get_output_embeddings()
+    if isinstance(head, SigmoidHeadLayer) and head.active_head() is not None:
+        return head
+    return None
+
+
 def active_head(model) -> torch.Tensor | None:
     """The active Sigmoid Head weight `(V, H)` of `model`, or None (no adapter, or disabled)."""
-    from .adapter import SigmoidHeadLayer
-
-    head = unwrap(model).get_output_embeddings()
-    return head.active_head() if isinstance(head, SigmoidHeadLayer) else None
-
-
-def active_head_offset(model) -> str:
-    """The active Sigmoid Head's offset mode ('none' without a head)."""
-    from .adapter import SigmoidHeadLayer
-
-    head = unwrap(model).get_output_embeddings()
-    return head.active_offset() if isinstance(head, SigmoidHeadLayer) else "none"
+    layer = active_head_layer(model)
+    return None if layer is None else layer.active_head()
 
 
 def _device(model) -> torch.device:
     return next(unwrap(model).parameters()).device
+
+
+def padding_id(model, tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else the first end-of-turn id."""
+    return _pad_id(tokenizer, _eos_ids(unwrap(model), tokenizer))
 
 
 def _pad_id(tokenizer, eos: list[int]) -> int:
@@ -429,7 +542,7 @@ def _build_result(
         response=_response_text(item) if response is None else response,
         token_ids=list(targets),
         tokens=[tokenizer.decode([t]) for t in targets],
-        log_scores={e: scores[e].double().cpu().numpy() for e in PROB_ESTIMATORS if e in scores},
+        log_scores={e: scores[e].double().cpu().numpy() for e in TOKEN_ESTIMATORS if e in scores},
         entropy=scores["entropy"].double().cpu().numpy(),
         dominant_size=scores["dominant_size"].cpu().numpy(),
         dominant_mass=scores["dominant_mass"].double().cpu().numpy(),
@@ -472,9 +585,8 @@ def score(
     base = unwrap(model)
     if getattr(base.config, "is_encoder_decoder", False):
         return _score_seq2seq(model, tokenizer, records, options, progress)
-    items = _encode(base, tokenizer, records, options, need_response=True)
-    head = active_head(model)
-    head_offset = active_head_offset(model)
+    items = encode_records(base, tokenizer, records, options, need_response=True)
+    head = active_head_layer(model)
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     # Batches of similar length waste less on padding; results go back in input order.
     order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
@@ -492,7 +604,6 @@ def score(
             frozen.hidden if head is not None else None,
             head,
             options,
-            head_offset,
         )
         offset = 0
         for it, r in zip(batch, frozen.counts):
@@ -508,9 +619,8 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
     base = unwrap(model)
     opts = ScoringOptions(**{f.name: getattr(options, f.name) for f in fields(options)})
     opts.chat_template = False  # the prompt is the encoder's input, as the model was trained
-    items = _encode(base, tokenizer, records, opts, need_response=True)
-    head = active_head(model)
-    head_offset = active_head_offset(model)
+    items = encode_records(base, tokenizer, records, opts, need_response=True)
+    head = active_head_layer(model)
     device = _device(model)
     pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
     results: list[ScoredText | None] = [None] * len(items)
@@ -530,10 +640,39 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
                 hidden[b, :r],
                 head,
                 options,
-                head_offset,
             )
             results[it.index] = _build_result(it, tokenizer, it.response_ids, scores)
     return results  # type: ignore[return-value]
+
+
+def _step_scores(step_logits, step_hidden, generated, keeps, head, options) -> list[dict]:
+    """Every estimator for the tokens generated, step by step from generate's per-step logits
+    (B, V) each, so that no (B, S, V) copy is made; rows past a sequence's end are skipped.
+    Returns, per sequence b, `{estimator: (keeps[b],) tensor}`."""
+    per_step = []
+    for s, z in enumerate(step_logits):
+        rows = [b for b, keep in enumerate(keeps) if s < keep]
+        if not rows:
+            break
+        index = torch.tensor(rows, device=z.device)
+        all_rows = len(rows) == z.shape[0]
+        scored = token_scores(
+            z if all_rows else z[index],
+            generated[:, s] if all_rows else generated[index, s],
+            None if head is None else (step_hidden[s] if all_rows else step_hidden[s][index]),
+            head,
+            options,
+        )
+        per_step.append((rows, scored))
+    if not per_step:
+        return [{} for _ in keeps]
+    owner = torch.tensor([b for rows, _ in per_step for b in rows])  # step-major, like `flat`
+    flat = {k: torch.cat([scored[k] for _, scored in per_step]) for k in per_step[0][1]}
+    out = []
+    for b in range(len(keeps)):
+        mine = (owner == b).nonzero().squeeze(-1).to(next(iter(flat.values())).device)
+        out.append({k: v.index_select(0, mine) for k, v in flat.items()})
+    return out
 
 
 @torch.no_grad()
@@ -560,9 +699,8 @@ def generate(
         raise ValueError("`generate` supports decoder-only models; use `score` for encoder-decoder models")
     eos = _eos_ids(base, tokenizer)
     pad = _pad_id(tokenizer, eos)
-    items = _encode(base, tokenizer, records, options, need_response=False)
-    head = active_head(model)
-    head_offset = active_head_offset(model)
+    items = encode_records(base, tokenizer, records, options, need_response=False)
+    head = active_head_layer(model)
     device = _device(model)
     results: list[ScoredText] = []
     for n, batch in enumerate(
@@ -598,31 +736,25 @@ def generate(
                 f"captured {len(capture.captured)} head inputs for {steps} generated steps; the model's "
                 "generate loop calls the output head an unexpected number of times"
             )
-        logits = torch.stack(out.logits, dim=1)  # (B, S, V)
-        hidden = torch.stack(capture.captured, dim=1)  # (B, S, H)
         generated = out.sequences[:, width:]  # (B, S)
-        for b, it in enumerate(batch):
+        keeps, ends = [], []
+        for b in range(len(batch)):
             ids = generated[b].tolist()
             stop = next((i for i, t in enumerate(ids) if t in eos), None)
-            finished = stop is not None
-            end = stop if finished else len(ids)
-            keep = end + 1 if (finished and (options.include_eos or end == 0)) else end
+            end = stop if stop is not None else len(ids)
+            ends.append((end, stop is not None))
+            keeps.append(end + 1 if (stop is not None and (options.include_eos or end == 0)) else end)
+        scores = _step_scores(out.logits, capture.captured, generated, keeps, head, options)
+        for b, it in enumerate(batch):
+            (end, finished), keep = ends[b], keeps[b]
             it.empty_response = end == 0
-            targets = ids[:keep]
-            scores = token_scores(
-                logits[b, :keep],
-                generated[b, :keep],
-                hidden[b, :keep] if head is not None else None,
-                head,
-                options,
-                head_offset,
-            )
+            ids = generated[b].tolist()
             results.append(
                 _build_result(
                     it,
                     tokenizer,
-                    targets,
-                    scores,
+                    ids[:keep],
+                    scores[b],
                     response=tokenizer.decode(ids[:end], skip_special_tokens=True),
                     finished=finished,
                 )

@@ -82,3 +82,64 @@ def test_help_comes_from_the_config_metadata():
     text = build_parser()._subparsers._group_actions[0].choices["score"].format_help()
     assert "Dominant-token rule: relative drop that marks a rank." in text
     assert "--no-chat-template" in text and "--max-new-tokens" in text
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no model work may start on bad input")
+
+    monkeypatch.setattr("sighead_eval.models.load_model", refuse)
+
+
+def test_nan_in_a_pass_through_field_fails_before_model_work(model_dir, no_model_loading, capsys):
+    (model_dir / "in.jsonl").write_text('{"prompt": "Hi", "response": "x", "meta": {"score": NaN}}\n')
+    assert main(_score_args(model_dir)) == 2
+    assert "record 0: field `meta.score` holds a non-finite number" in capsys.readouterr().err
+
+
+def test_a_directory_as_input_or_a_missing_model_path_is_one_clear_line(model_dir, capsys):
+    args = _score_args(model_dir)
+    args[args.index("--input") + 1] = str(model_dir)
+    assert main(args) == 2
+    assert "is a directory; give a JSONL file" in capsys.readouterr().err
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "x"}])
+    assert main(_score_args(model_dir, "./no/such/model")) == 2
+    err = capsys.readouterr().err
+    assert "model './no/such/model': no such directory" in err and "Traceback" not in err
+
+
+def test_chat_content_as_text_parts_or_null(model_dir):
+    from sighead_eval.scoring import ScoringOptions, encode_records
+
+    user = {"role": "user", "content": [{"type": "text", "text": "Hi"}]}
+    parts = [{"type": "text", "text": "Water "}, {"type": "text", "text": "boils."}]
+    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Water boils."}]
+    _write(
+        model_dir / "in.jsonl",
+        [{"messages": [user, {"role": "assistant", "content": parts}]}, {"messages": plain}],
+    )
+    assert main(_score_args(model_dir)) == 0
+    joined, reference = [json.loads(line) for line in (model_dir / "out.jsonl").read_text().splitlines()]
+    assert joined["response"] == "Water boils." and joined["tokens"]["id"] == reference["tokens"]["id"]
+    assert joined["sequence"] == pytest.approx(reference["sequence"])
+    null = {"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}
+    with pytest.raises(TypeError, match=r"record 0, message 0: `content` should be a string .* \(null\)"):
+        encode_records(build_model("llama"), _tokenizer(model_dir), [null], ScoringOptions(), True)
+
+
+def _tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir / "base")
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(model_dir):
+    from sighead_eval.scoring import ScoringOptions, encode_records
+
+    model, tok = build_model("llama"), _tokenizer(model_dir)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    for key, value in (("prompt_token_ids", [1, vocab]), ("response_token_ids", [-1])):
+        record = {"prompt_token_ids": [1, 2], "response": "x", key: value}
+        with pytest.raises(ValueError, match=f"record 0: `{key}` holds ids outside the model's vocabulary"):
+            encode_records(model, tok, [record], ScoringOptions(), True)

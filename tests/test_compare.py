@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sighead_eval import compare
+from sighead_eval.models import ModelOptions
 from sighead_eval.report.samples import TaskSamples
 
 
@@ -97,7 +98,7 @@ def test_summary_puts_every_recipe_beside_the_baselines():
 
 
 def test_compare_refuses_a_bad_split_before_model_work(tmp_path):
-    with pytest.raises(ValueError, match="--split should be dev, test or all"):
+    with pytest.raises(ValueError, match="--split should be one of dev, test, all, both, got 'train'"):
         compare.run_compare(None, split="train", output=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--outputs"):
         compare.run_compare(None, outputs=str(tmp_path / "nope.json"), output=str(tmp_path))
@@ -108,16 +109,14 @@ def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_d
     the numbers agree, and only dev samples are in either."""
     head, base = str(tiny_dir / "head"), str(tiny_dir / "base")
     run = compare.run_compare(
-        head,
-        model=base,
+        ModelOptions(model=base, adapter=head),
         tasks=["sighead_wiki_facts"],
         split="dev",
         output=str(tmp_path / "run"),
         bootstrap=20,
     )
     again = compare.run_compare(
-        head,
-        model=base,
+        ModelOptions(model=base, adapter=head),
         tasks=["sighead_wiki_facts"],
         split="dev",
         output=str(tmp_path / "again"),
@@ -130,3 +129,98 @@ def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_d
         for est, per in a["metrics"][metric].items():
             assert per["macro"] == pytest.approx(b["metrics"][metric][est]["macro"], abs=1e-3), (metric, est)
     assert (tmp_path / "run" / "table.md").read_text().startswith("# Comparison")
+
+
+def paired(n_pairs=40, seed=0):
+    """Sentences and their altered versions (one pair each), as the wiki-facts task gives them."""
+    rng = np.random.default_rng(seed)
+    docs, quality = [], []
+    for i in range(n_pairs):
+        for label in (1, 0):
+            docs.append({"id": f"s{i}#{label}", "type": "year", "pair": f"s{i}"})
+            quality.append(float(label))
+    q = np.array(quality)
+    conf = {"sigmoid_mean": q + rng.standard_normal(q.size), "softmax_prod": rng.standard_normal(q.size)}
+    return TaskSamples("sighead_pairs", docs, q, conf, [""] * q.size)
+
+
+def test_paired_outputs_are_resampled_together():
+    ts = paired()
+    strata = compare.resampling_units(ts)
+    assert len(strata) == 1 and len(strata[0][0]) == 40  # 40 units of two outputs each
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        [idx] = compare.resample(strata, rng)
+        pairs = [ts.docs[i]["pair"] for i in idx]
+        originals = [ts.docs[i]["pair"] for i in idx if ts.quality[i] == 1]
+        altered = [ts.docs[i]["pair"] for i in idx if ts.quality[i] == 0]
+        assert sorted(originals) == sorted(altered)  # each drawn sentence comes with its twin
+        assert len(pairs) == 80 and len(set(pairs)) < 40  # drawn with replacement
+    # without pairs: each class is resampled on its own, keeping its size
+    unpaired = synthetic()
+    [easy, hard] = compare.resample(compare.resampling_units(unpaired), rng)
+    assert easy.size == 60 and unpaired.quality[easy].sum() == unpaired.quality[:60].sum()
+
+
+def halves(n_per_type=200, seed=0):
+    """Synthetic samples with dev/test halves: on dev the head's `mean` is best, on test `prod`."""
+    ts = synthetic(n_per_type=n_per_type, seed=seed, head_edge=2.0)
+    for i, d in enumerate(ts.docs):
+        d["split"] = "dev" if i % 2 == 0 else "test"
+    dev = np.array([d["split"] == "dev" for d in ts.docs])
+    rng = np.random.default_rng(seed + 1)
+    ts.confidence["sigmoid_prod"] = np.where(dev, rng.standard_normal(dev.size), 3 * ts.quality)
+    ts.confidence["softmax_min"] = ts.quality + rng.standard_normal(dev.size)
+    ts.confidence["entropy_mean"] = rng.standard_normal(dev.size)
+    return ts
+
+
+def test_the_preregistered_comparison_chooses_on_dev_and_reports_test():
+    ts = halves()
+    chosen = compare.choose_on_dev(compare.subset(ts, "dev"))
+    assert chosen["head"] == "sigmoid_mean"  # although `sigmoid_prod` is far better on test
+    assert chosen["baseline"] in compare.RIVALS and chosen["baseline"] != "length"
+    report = compare.preregistered([ts], iters=200)
+    assert report["comparisons"] == 2
+    for row in report["rows"]:
+        assert row["head"] == "sigmoid_mean" and row["low"] <= row["diff"] <= row["high"]
+        test = compare.subset(ts, "test")
+        expected = (
+            compare.per_type(test, "sigmoid_mean", row["metric"])["macro"]
+            - compare.per_type(test, row["baseline"], row["metric"])["macro"]
+        )
+        assert row["diff"] == pytest.approx(expected)
+        assert row["p_holm"] >= row["p"]
+    assert report["rows"][0]["verdict"] == "head better"  # an edge of 2 sigma is found
+
+
+def test_holm_and_the_bootstrap_p_value_by_hand():
+    from sighead_eval import metrics as core
+
+    assert core.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert core.bootstrap_p_value(np.array([0.1, 0.2, -0.1, 0.3])) == pytest.approx(0.5)
+    assert core.bootstrap_p_value(np.ones(100)) == pytest.approx(0.01)  # never 0: one resample's worth
+
+
+def test_calibration_is_fitted_on_dev_and_measured_on_test():
+    ts = halves()
+    ts.confidence["softmax_mean"] = np.where(ts.quality == 1, 0.02, 0.01)  # ranks well, calibrates badly
+    cal = compare.calibration(compare.subset(ts, "dev"), compare.subset(ts, "test"))
+    row = cal["softmax_mean"]
+    assert row["ece"] < row["raw_ece"] and row["brier"] < row["raw_brier"]
+    assert "raw_ece" not in cal["entropy_mean"] and "ece" in cal["entropy_mean"]  # not a probability
+
+
+def test_the_report_labels_exploration_and_quotes_its_own_numbers():
+    ts = halves()
+    pre = compare.preregistered([ts], iters=100)
+    report = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 100, "preregistered": pre,
+        "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), compare.subset(ts, "test"))},
+        "tasks": [compare.compare_task(compare.subset(ts, "test"), iters=20)],
+    }  # fmt: skip
+    text = compare.markdown(report)
+    assert "## Pre-registered comparison (test half)" in text and "## Exploration (test half" in text
+    assert "| sigmoid_mean |" in text and " H |" in text and " B |" in text
+    for row in pre["rows"]:
+        assert f"{row['diff']:+.3f}" in text and f"{row['p_holm']:.3f}" in text

@@ -32,7 +32,7 @@ def test_sets_and_scores_agree_with_boostedprob(mode):
     reference = boostedprob.calculate_boostedprob(
         log_probs.clone().unsqueeze(0), targets.unsqueeze(0), cut_point_mode=mode
     )[0]
-    ours = boosted_log_prob(log_probs, targets, sets).exp()
+    ours = boosted_log_prob(log_probs.gather(-1, targets[:, None])[:, 0], targets, sets).exp()
     assert torch.allclose(ours, reference, atol=1e-6)
     assert 0 < sets.size.float().mean() < 50  # the test covers non-trivial sets
 
@@ -52,14 +52,14 @@ def test_flat_distribution_has_an_empty_set_and_boostedprob_is_softmax():
     sets = dominant_tokens(log_probs)
     assert sets.size.item() == 0
     target = torch.tensor([3])
-    assert torch.equal(boosted_log_prob(log_probs, target, sets), log_probs[0, 3:4])
+    assert torch.equal(boosted_log_prob(log_probs[:, 3], target, sets), log_probs[0, 3:4])
 
 
 def test_two_way_split_is_one_dominant_set_worth_its_mass():
     probs = torch.tensor([[0.48, 0.47, 0.01, 0.01, 0.01, 0.01, 0.01]])
     sets = dominant_tokens(probs.log())
     assert sorted(sets.ids[0][sets.mask[0]].tolist()) == [0, 1]
-    boosted = boosted_log_prob(probs.log(), torch.tensor([1]), sets).exp()
+    boosted = boosted_log_prob(probs.log()[:, 1], torch.tensor([1]), sets).exp()
     assert boosted.item() == pytest.approx(0.95, abs=1e-6)
 
 
@@ -81,3 +81,10 @@ def test_first_and_last_modes_differ_on_nested_drops():
 def test_bad_rule_parameters_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dominant_tokens(torch.zeros(1, 10), **kwargs)
+
+
+def test_epsilon_zero_needs_an_explicit_top_k():
+    log_probs = _distributions()
+    with pytest.raises(ValueError, match="`epsilon` = 0 has no exact top-k bound"):
+        dominant_tokens(log_probs, epsilon=0.0)
+    assert dominant_tokens(log_probs, epsilon=0.0, top_k=64).ids.shape[-1] == 64  # approximate, asked for

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from sighead_eval import estimators as E
 from sighead_eval.harness import confidence as conf
 from sighead_eval.harness.cli import _option, prepare_argv
 from sighead_eval.harness.data import (
@@ -100,10 +101,12 @@ def test_templates_list_every_estimator_and_metric(template):
     from lm_eval.tasks._yaml_loader import load_yaml
 
     cfg = load_yaml(tasks_dir() / template, resolve_func=False)
-    assert [f["name"] for f in cfg["filter_list"]] == list(conf.ESTIMATORS)
-    assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(conf.ESTIMATORS)
+    assert [f["name"] for f in cfg["filter_list"]] == list(E.CONFIDENCES)
+    assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(E.CONFIDENCES)
     metrics = [m["metric"] for m in cfg["metric_list"]]
-    expected = conf.GRADED_METRICS if "graded" in template else conf.BINARY_METRICS + conf.CALIBRATION_METRICS
+    expected = (
+        E.GRADED_METRICS if "graded" in template else ("acc", *E.BINARY_METRICS, *E.CALIBRATION_METRICS)
+    )
     assert metrics == list(expected)
     for m in cfg["metric_list"]:
         if m["metric"] != "acc":  # each aggregation exists under its metric's name
@@ -137,7 +140,7 @@ def test_confidence_filter_gives_each_estimator_higher_is_more_confident():
     for name, value in expected.items():
         [judged] = conf.Confidence(estimator=name).apply([[out]], [{}])
         assert judged["confidence"] == value and judged["estimator"] == name
-        assert judged["probability"] == (name in conf.PROBABILITIES)
+        assert judged["probability"] == (name in E.PROBABILITIES)
         assert json.loads(str(judged))["confidence"] == value  # the samples log stays JSON
     [no_head] = conf.Confidence(estimator="sigmoid_mean").apply(
         [[conf.ScoredStr("x", _scores(head=False))]], [{}]
@@ -154,10 +157,10 @@ def test_confidence_filter_refuses_plain_outputs_and_unknown_names():
 
 def test_binary_results_add_calibration_only_for_probabilities():
     prob = conf.binary_results([{"confidence": 0.8, "probability": True}], True)
-    assert set(prob) == {*conf.BINARY_METRICS, *conf.CALIBRATION_METRICS} and prob["auroc"] == (0.8, 1.0)
+    assert set(prob) == {"acc", *E.BINARY_METRICS, *E.CALIBRATION_METRICS} and prob["auroc"] == (0.8, 1.0)
     ent = conf.binary_results([{"confidence": -2.0, "probability": False}], False)
-    assert set(ent) == set(conf.BINARY_METRICS) and ent["acc"] == 0.0
-    assert conf.graded_results([{"confidence": 0.3}], -1.2) == {m: (0.3, -1.2) for m in conf.GRADED_METRICS}
+    assert set(ent) == {"acc", *E.BINARY_METRICS} and ent["acc"] == 0.0
+    assert conf.graded_results([{"confidence": 0.3}], -1.2) == {m: (0.3, -1.2) for m in E.GRADED_METRICS}
 
 
 def test_aggregations_agree_with_scikit_learn_and_report_undefined_as_nan():
@@ -169,7 +172,7 @@ def test_aggregations_agree_with_scikit_learn_and_report_undefined_as_nan():
     assert conf.prr([(1, 1), (0, 0)]) == pytest.approx(1.0) and conf.prr([(0, 1), (1, 0)]) == pytest.approx(
         -1.0
     )
-    with pytest.warns(UserWarning, match="auroc is undefined on these 3 samples"):
+    with pytest.warns(UserWarning, match="`auroc` is undefined: it needs both correct .* all 3 are 1"):
         assert math.isnan(conf.auroc([(0.1, 1), (0.5, 1), (0.9, 1)]))
 
 
@@ -221,6 +224,28 @@ def test_arith_is_seeded_and_reads_the_answer_not_the_echo():
     assert not arith.is_correct(doc, "47 + 38 = 86") and not arith.is_correct(doc, "I cannot say")
     with pytest.raises(ValueError, match="per_type"):
         arith.build_docs(per_type=0)
+    with pytest.raises(ValueError, match="`per_type` = 1000 is more than the 198 distinct `mul` questions"):
+        arith.build_docs(per_type=1000)
+
+
+def _question_text(task: str, doc: dict) -> str:
+    """What the model is asked (or given to force-decode): the text that must not be in both halves."""
+    return doc.get("question") or f"{doc['prompt']}\n{doc['sentence']}"
+
+
+@pytest.mark.parametrize("task", ["sighead_arith", "sighead_geo_qa", "sighead_wiki_facts"])
+def test_no_question_text_is_in_both_halves(task):
+    docs = hooks(task).build_docs()
+    by_split: dict[str, set[str]] = {"dev": set(), "test": set()}
+    for d in docs:
+        by_split[d["split"]].add(_question_text(task, d))
+    assert by_split["dev"] and by_split["test"]
+    assert not by_split["dev"] & by_split["test"]
+    if task == "sighead_arith":  # and every question is asked once
+        assert len({d["question"] for d in docs}) == len(docs) == 300
+    if task == "sighead_wiki_facts":  # both versions of a sentence share a half (and a `pair`)
+        for original, altered in zip(docs[::2], docs[1::2]):
+            assert original["split"] == altered["split"] and original["pair"] == altered["pair"]
 
 
 def test_wiki_facts_pairs_differ_in_one_fact_of_held_out_articles():
@@ -283,10 +308,10 @@ def test_force_decoding_task_reports_every_estimator_with_the_engines_numbers(ti
 
     out = evaluate(tiny, task_manager, ["sighead_wiki_facts"], limit=8)
     res = out["results"]["sighead_wiki_facts"]
-    for est in conf.ESTIMATORS:
-        for metric in conf.BINARY_METRICS:
+    for est in E.CONFIDENCES:
+        for metric in E.BINARY_METRICS:
             assert math.isfinite(res[f"{metric},{est}"]), (metric, est)
-        assert (f"brier,{est}" in res) == (est in conf.PROBABILITIES)
+        assert (f"brier,{est}" in res) == (est in E.PROBABILITIES)
     assert res["acc,softmax_mean"] == 0.5  # originals and altered copies in equal numbers
     # The confidences lm-eval aggregated are the scoring engine's for the same prompt and response.
     samples = [s for s in out["samples"]["sighead_wiki_facts"] if s["filter"] == "sigmoid_mean"]
@@ -377,8 +402,8 @@ def test_hub_tasks_run_on_their_fixture(tiny, task_manager, task):
     )
     res = out["results"][task]
     graded = task.startswith("sighead_wmt")
-    metrics = conf.GRADED_METRICS if graded else conf.BINARY_METRICS
-    for est in conf.ESTIMATORS:
+    metrics = E.GRADED_METRICS if graded else E.BINARY_METRICS
+    for est in E.CONFIDENCES:
         for metric in metrics:
             assert f"{metric},{est}" in res, (metric, est)
     assert out["n-samples"][task]["effective"] > 0
@@ -409,8 +434,21 @@ def test_sighead_eval_lm_eval_command_writes_results_and_curves(tiny, tmp_path, 
     assert "sigmoid_mean" in printed and "auroc" in printed
     [curves] = list((tmp_path / "out").rglob("curves_sighead_wiki_facts_*.json"))
     data = json.loads(curves.read_text())
-    assert set(data) == set(conf.ESTIMATORS)
+    assert set(data) == set(E.CONFIDENCES)
     assert (
         data["softmax_mean"]["oracle"][0] == pytest.approx(0.5)
         and len(data["softmax_mean"]["estimator"]) == 6
     )
+
+
+def test_limit_1_with_output_path_finishes_without_curves(tiny, tmp_path, capsys):
+    from sighead_eval.cli import main
+
+    with pytest.warns(UserWarning, match="a curve needs at least 2 outputs"):
+        rc = main(
+            ["lm-eval", "--model_args", f"pretrained={tiny / 'base'},adapter={tiny / 'head'}", "--tasks",
+             "sighead_wiki_facts", "--limit", "1", "--output_path", str(tmp_path / "out"), "--log_samples"]
+        )  # fmt: skip
+    assert rc == 0
+    assert list((tmp_path / "out").rglob("samples_sighead_wiki_facts_*.jsonl"))
+    assert not list((tmp_path / "out").rglob("curves_*.json"))

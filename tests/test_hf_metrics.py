@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 from pathlib import Path
 
 import evaluate
@@ -10,6 +11,7 @@ import pytest
 
 import sighead_eval
 from sighead_eval import metrics as core
+from sighead_eval.estimators import GRADED_METRICS
 
 ADAPTER_DIR = Path(__file__).resolve().parents[1] / "adapters" / "smollm2-135m-instruct-wiki"
 
@@ -42,15 +44,14 @@ def test_confidence_quality_agrees_with_the_core_and_supports_add_batch():
         metric.add_batch(predictions=[c], references=[y])
     assert metric.compute() == core.quality_metrics(conf, correct)
     graded = metric.compute(predictions=conf, references=[3.1, 0.2, 2.5, 1.0, 1.5, 2.0])
-    assert set(graded) == set(core.GRADED)
-    subset = metric.compute(predictions=conf, references=correct, metrics=["roc_auc"])
-    assert subset == {"roc_auc": core.roc_auc(conf, correct)}
+    assert set(graded) == set(GRADED_METRICS)
+    subset = metric.compute(predictions=conf, references=correct, metrics=["auroc"])
+    assert subset == {"auroc": core.auroc(conf, correct)}
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"predictions": [0.1, 0.2], "references": [1, 1]}, "needs both correct"),
         (
             {"predictions": [0.1, 0.2], "references": [0, 1], "metrics": ["f1"]},
             r"unknown metric\(s\) \['f1'\]",
@@ -61,6 +62,13 @@ def test_confidence_quality_errors(kwargs, message):
     metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
     with pytest.raises(ValueError, match=message):
         metric.compute(**kwargs)
+
+
+def test_confidence_quality_is_nan_where_a_metric_is_undefined():
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    with pytest.warns(UserWarning, match="`auroc` is undefined: it needs both correct"):
+        out = metric.compute(predictions=[0.1, 0.2], references=[1, 1])
+    assert math.isnan(out["auroc"]) and math.isnan(out["prr"]) and not math.isnan(out["brier"])
 
 
 def test_confidence_quality_mismatched_lengths():
@@ -94,6 +102,9 @@ def test_sigmoid_confidence_on_a_local_model(tmp_path, tokenizer):
         metric.compute(predictions=texts, sources=["Hi"], **kwargs)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         metric.compute(predictions=texts, model=str(tmp_path / "base"), adapter=str(tmp_path / "nope"))
+    with pytest.warns(UserWarning, match="no `adapter` given, so there are no Sigmoid Head scores"):
+        plain = metric.compute(predictions=texts, model=str(tmp_path / "base"))
+    assert not any(k.startswith("sigmoid_") for k in plain["scores"]) and "softmax_mean" in plain["scores"]
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sighead_eval import metrics as M
+from sighead_eval.estimators import BINARY_METRICS, CALIBRATION_METRICS, GRADED_METRICS
 
 RNG = np.random.default_rng(0)
 CONF = RNG.random(200)
@@ -18,8 +19,8 @@ GRADED = CONF * 3 + RNG.normal(size=200)
 
 
 def test_binary_metrics_match_scikit_learn():
-    assert M.roc_auc(CONF, CORRECT) == pytest.approx(roc_auc_score(CORRECT, CONF))
-    assert M.average_precision(CONF, CORRECT) == pytest.approx(average_precision_score(CORRECT, CONF))
+    assert M.auroc(CONF, CORRECT) == pytest.approx(roc_auc_score(CORRECT, CONF))
+    assert M.ap(CONF, CORRECT) == pytest.approx(average_precision_score(CORRECT, CONF))
 
 
 def test_correlations_match_scipy():
@@ -65,24 +66,23 @@ def test_calibration_metrics_by_hand():
 
 
 def test_applicable_metrics_follow_the_references():
-    assert M.applicable(CONF, CORRECT)[1] == list(M.BINARY + M.CALIBRATION)
-    assert M.applicable(np.log(CONF + 1e-3), CORRECT)[1] == list(M.BINARY)  # log scores: no calibration
-    assert M.applicable(CONF, GRADED)[1] == list(M.GRADED)
-    assert set(M.quality_metrics(CONF, CORRECT)) == set(M.BINARY + M.CALIBRATION)
+    assert M.applicable(CONF, CORRECT)[1] == list(BINARY_METRICS + CALIBRATION_METRICS)
+    assert M.applicable(np.log(CONF + 1e-3), CORRECT)[1] == list(BINARY_METRICS)  # log scores: no calibration
+    assert M.applicable(CONF, GRADED)[1] == list(GRADED_METRICS)
+    assert set(M.quality_metrics(CONF, CORRECT)) == set(BINARY_METRICS + CALIBRATION_METRICS)
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: M.roc_auc([0.1, 0.2], [1, 2, 3]), "differ in length: 2 vs 3"),
-        (lambda: M.roc_auc([], []), "`predictions` is empty"),
+        (lambda: M.auroc([0.1, 0.2], [1, 2, 3]), "differ in length: 2 vs 3"),
+        (lambda: M.auroc([], []), "`predictions` is empty"),
         (
-            lambda: M.roc_auc([0.1, 0.2], [1, float("nan")]),
+            lambda: M.auroc([0.1, 0.2], [1, float("nan")]),
             r"`references` holds a non-finite value \(nan\) at index 1",
         ),
-        (lambda: M.roc_auc([0.1, 0.2], ["yes", 1]), "`references` should hold numbers only, got 'yes'"),
-        (lambda: M.roc_auc([0.1, 0.2, 0.3], [1, 1, 1]), "needs both correct .* all are 1"),
-        (lambda: M.roc_auc([0.1, 0.2], [0.5, 1]), "needs 0/1 references"),
+        (lambda: M.auroc([0.1, 0.2], ["yes", 1]), "`references` should hold numbers only, got 'yes'"),
+        (lambda: M.auroc([0.1, 0.2], [0.5, 1]), "needs 0/1 references"),
         (lambda: M.ece([-3.0, -1.0], [0, 1]), r"needs confidences that are probabilities in \[0, 1\]"),
         (lambda: M.quality_metrics([0.1, 0.2], [0, 1], metrics=["auc"]), r"unknown metric\(s\) \['auc'\]"),
         (lambda: M.quality_metrics([0.1, 0.2], [0, 1], kind="ordinal"), "`kind` should be one of"),
@@ -96,4 +96,29 @@ def test_bad_input_is_refused(call, message):
 
 def test_bad_types_are_refused():
     with pytest.raises(TypeError, match="`predictions` should be a list of numbers, got str"):
-        M.roc_auc("0.1 0.2", [0, 1])
+        M.auroc("0.1 0.2", [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("name", "confidence", "quality", "why"),
+    [
+        ("auroc", [0.1, 0.2, 0.3], [1, 1, 1], "needs both correct .* all 3 are 1"),
+        ("ap", [0.1, 0.2, 0.3], [0, 0, 0], "needs both correct .* all 3 are 0"),
+        ("prr", [0.1, 0.2, 0.3], [1, 1, 1], "every output has the same quality"),
+        ("prr_50", [0.1, 0.2, 0.3], [2.5, 2.5, 2.5], "every output has the same quality"),
+        ("pearson", [0.1, 0.2, 0.3], [2.0, 2.0, 2.0], "the references are constant"),
+        ("spearman", [0.4, 0.4, 0.4], [1.0, 2.0, 3.0], "the confidences are constant"),
+        ("kendall", [0.4, 0.4, 0.4], [1.0, 2.0, 3.0], "the confidences are constant"),
+    ],
+)
+def test_undefined_is_nan_with_a_warning_that_says_why(name, confidence, quality, why):
+    with pytest.warns(M.UndefinedMetricWarning, match=f"`{name.removesuffix('_50')}` is undefined: {why}"):
+        assert math.isnan(M.FUNCTIONS[name](confidence, quality))
+
+
+def test_every_metric_is_nan_on_one_quality_class_never_a_number():
+    with pytest.warns(M.UndefinedMetricWarning):
+        out = M.quality_metrics([0.2, 0.4, 0.9], [1, 1, 1], kind="binary")
+    for name in ("auroc", "ap", "prr", "prr_50"):
+        assert math.isnan(out[name]), name
+    assert out["brier"] == pytest.approx(np.mean(np.square([0.8, 0.6, 0.1])))  # defined: a number

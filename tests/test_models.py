@@ -91,3 +91,38 @@ def test_load_adapter_onto_the_wrong_model_names_both_shapes(adapter_dir):
 def test_bad_dtype_is_refused():
     with pytest.raises(ValueError, match="`dtype` should be one of .* got 'int4'"):
         m.load_model("anything", dtype="int4")
+
+
+def test_an_adapter_is_validated_once_per_path_until_its_files_change(adapter_dir, monkeypatch):
+    import safetensors
+
+    opened = []
+    real = safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    m._checked_adapter_dir.cache_clear()
+    m.check_adapter_dir(adapter_dir)
+    m.check_adapter_dir(adapter_dir)
+    m.adapter_head_shape(adapter_dir)  # reads the header itself, but does not validate again
+    assert len(opened) == 2
+    config = adapter_dir / "adapter_config.json"
+    config.write_text(config.read_text().replace('"offset"', ' "offset"'))  # the files changed: check again
+    m.check_adapter_dir(adapter_dir)
+    assert len(opened) == 3
+
+
+def test_model_options_are_defined_once_for_every_command():
+    from sighead_eval.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("score", "demo", "compare"):
+        flags = {s for a in subs[name]._actions for s in a.option_strings}
+        assert {"--model", "--adapter", "--dtype", "--device", "--trust-remote-code"} <= flags, name
+    train_flags = {s for a in subs["train"]._actions for s in a.option_strings}
+    assert {"--model", "--dtype"} <= train_flags and "--adapter" not in train_flags
+    helps = {
+        a.help for n in ("score", "demo", "train") for a in subs[n]._actions if "--model" in a.option_strings
+    }
+    assert len(helps) == 1  # one text, from `ModelOptions`
+    with pytest.raises(ValueError, match="`dtype` should be one of"):
+        m.ModelOptions(dtype="int4")

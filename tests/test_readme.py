@@ -21,6 +21,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     first = lines[0].split()
     assert len(first) == 2 and all(0.0 <= float(x) <= 1.0 for x in first)
-    assert any("'roc_auc': 1.0" in line for line in lines)  # the evaluate example: Paris above Madrid
+    assert any("'auroc': 1.0" in line for line in lines)  # the evaluate example: Paris above Madrid
     assert 0.0 <= float(lines[-1]) <= 1.0  # the lm-eval example's ROC-AUC
     assert (tmp_path / "my-head" / "adapter_model.safetensors").is_file()

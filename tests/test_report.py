@@ -9,7 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from sighead_eval.harness.confidence import ESTIMATORS, PROBABILITIES, Judged
+from sighead_eval.estimators import CONFIDENCES as ESTIMATORS
+from sighead_eval.estimators import PROBABILITIES
+from sighead_eval.harness.confidence import Judged
 from sighead_eval.report import estimator_table, plots, table_csv, table_markdown, task_samples
 from sighead_eval.report.page import colour, pick_samples, render_page
 from sighead_eval.report.table import table_text
@@ -48,9 +50,9 @@ def results_of(task, records):
 
     res = {}
     for est, (c, q) in pairs_from_samples(records).items():
-        res[f"auroc,{est}"] = core.roc_auc(c, q)
+        res[f"auroc,{est}"] = core.auroc(c, q)
         res[f"prr,{est}"] = core.prr(c, q)
-        res[f"ap,{est}"] = core.average_precision(c, q)
+        res[f"ap,{est}"] = core.ap(c, q)
         if est in PROBABILITIES:
             res[f"ece,{est}"] = core.ece(c, q)
             res[f"brier,{est}"] = core.brier(c, q)
@@ -158,3 +160,17 @@ def test_page_and_plots_render_in_headless_chromium(tmp_path):
     assert ((img[..., 0] > 180) & (img[..., 1] < 90) & (img[..., 2] < 90)).sum() > 200
     # the page did not render blank or as an error page
     assert (img.std(axis=(0, 1)) > 20).all()
+
+
+def test_reports_and_compare_do_not_import_lm_eval_or_the_harness():
+    """The faces call inwards: reading results back needs neither lm-eval nor its integration."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sighead_eval.report, sighead_eval.compare, sighead_eval.report.plots; "
+        "bad = [m for m in sys.modules if m.startswith(('lm_eval', 'sighead_eval.harness'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -11,10 +11,10 @@ from conftest import build_model, build_tokenizer
 from peft import get_peft_model
 
 from sighead_eval import SigmoidHeadConfig
+from sighead_eval.estimators import aggregate
 from sighead_eval.scoring import (
     GenerationOptions,
     ScoringOptions,
-    aggregate,
     generate,
     score,
     word_spans,
@@ -323,3 +323,32 @@ def test_seq2seq_force_decoding(tokenizer):
         assert result.token_ids == tokenizer(record["response"], add_special_tokens=False)["input_ids"]
         single = score(model, tokenizer, [record], progress=False)[0]
         _close(result, single)
+
+
+def test_token_scores_equal_the_plain_formulas_on_peaked_flat_and_masked_rows():
+    """The fast per-token core (one softmax, a short top-k, one dot product) against the textbook
+    formulas and a full sort, on rows whose dominant rule needs more than the short top-k."""
+    from sighead_eval.dominant import dominant_tokens
+    from sighead_eval.scoring import SHORT_TOP_K, token_scores
+
+    g = torch.Generator().manual_seed(0)
+    vocab = 3000
+    z = torch.randn(64, vocab, generator=g) * 2
+    z[:20, :3] += 8.0  # a clear dominant set
+    z[20:40] = torch.randn(20, vocab, generator=g) * 0.05
+    z[20:40, :60] += 4.0  # a flat block of 60 tokens above epsilon: more than the short top-k decides
+    z[40:44, 100:] = -math.inf  # masked tokens
+    targets = torch.randint(0, 100, (64,), generator=g)
+    out = token_scores(z, targets)
+    logp = torch.log_softmax(z, -1)
+    p = logp.exp()
+    sets = dominant_tokens(logp, top_k=vocab)  # a full sort
+    assert (sets.size[20:40] > SHORT_TOP_K).all() and (sets.size[:20] > 0).all()
+    assert torch.allclose(out["softmax"], logp.gather(-1, targets[:, None])[:, 0], atol=1e-5)
+    assert torch.equal(out["dominant_size"], sets.size.float())
+    assert torch.allclose(out["dominant_mass"], sets.mass, atol=1e-6)
+    boosted = torch.where(sets.contains(targets), sets.mass.log(), logp.gather(-1, targets[:, None])[:, 0])
+    assert torch.allclose(out["boostedprob"], boosted, atol=1e-5)
+    entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+    assert torch.allclose(out["entropy"], entropy, atol=1e-4)
+    assert torch.equal(out["greedy"], (z.argmax(-1) == targets).float())

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from sighead_eval.dominant import dominant_tokens
 from sighead_eval.training import (
     TrainConfig,
+    Trainer,
     TrainingError,
     detect_shape,
     encode_examples,
@@ -29,7 +30,7 @@ from sighead_eval.training import (
     train,
     unigram_distribution,
 )
-from sighead_eval.training import trainer as trainer_module
+from sighead_eval.training.checkpoint import read_checkpoint_meta
 
 
 def _peaked_logits(n: int = 64, vocab: int = 300, seed: int = 0) -> torch.Tensor:
@@ -113,14 +114,26 @@ def test_unigram_distribution_zeroes_padding():
 
 
 # -- loss -----------------------------------------------------------------------------------------
+def _head_layer(vocab=20, hidden=4, offset="none"):
+    from peft import get_peft_model
+
+    from sighead_eval import SigmoidHeadConfig
+
+    model = build_model("llama", vocab=vocab)
+    peft = get_peft_model(model, SigmoidHeadConfig(init_from_lm_head=False, offset=offset))
+    return peft.get_base_model().get_output_embeddings()
+
+
 def test_loss_by_hand_and_sparse_rows():
     torch.manual_seed(0)
-    head = torch.nn.Embedding(20, 4, sparse=True)
-    hidden = torch.randn(3, 4)
+    layer = _head_layer(vocab=320)
+    head = layer.sigmoid_head_embedding["default"]
+    hidden = torch.randn(3, head.weight.shape[1])
     targets = torch.tensor([1, 2, 3])
     negatives = torch.tensor([[4, 5], [6, 7], [8, 9]])
     valid = torch.tensor([[True, True], [True, False], [True, True]])
-    loss, logits = sigmoid_head_loss(head, hidden, targets, negatives, valid)
+    logits = layer.head_logits(hidden, torch.cat([targets.unsqueeze(1), negatives], 1))
+    loss = sigmoid_head_loss(logits, valid)
     w = head.weight.detach()
     terms = []
     for i in range(3):
@@ -136,29 +149,54 @@ def test_loss_by_hand_and_sparse_rows():
     assert touched == {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
-def test_loss_offset_shifts_every_logit_of_a_position():
+def test_offset_shifts_every_logit_of_a_position_by_minus_the_log_sum_exp():
     torch.manual_seed(0)
-    head = torch.nn.Embedding(20, 4, sparse=True)
-    hidden, targets = torch.randn(2, 4), torch.tensor([1, 2])
-    negatives, valid = torch.tensor([[4, 5], [6, 7]]), torch.ones(2, 2, dtype=torch.bool)
-    _, plain = sigmoid_head_loss(head, hidden, targets, negatives, valid)
-    _, shifted = sigmoid_head_loss(head, hidden, targets, negatives, valid, torch.tensor([-3.0, 1.0]))
-    assert torch.allclose(shifted - plain, torch.tensor([[-3.0] * 3, [1.0] * 3]))
+    plain, shifted = _head_layer(vocab=320), _head_layer(vocab=320, offset="log_softmax")
+    with torch.no_grad():
+        shifted.sigmoid_head_embedding["default"].weight.copy_(plain.sigmoid_head_embedding["default"].weight)
+    hidden, ids = torch.randn(2, plain.active_head().shape[1]), torch.tensor([[1, 4, 5], [2, 6, 7]])
+    base = torch.randn(2, 320)
+    diff = shifted.head_logits(hidden, ids, base_logits=base) - plain.head_logits(hidden, ids)
+    assert torch.allclose(diff, -torch.logsumexp(base, -1, keepdim=True).expand(2, 3), atol=1e-5)
+    # the same rule on the full-vocabulary path and the one-token path
+    full = shifted.head_logits(hidden, None, base_logits=base) - plain.head_logits(hidden, None)
+    assert torch.allclose(full, -torch.logsumexp(base, -1, keepdim=True).expand(2, 320), atol=1e-5)
+    one = shifted.head_logits(hidden, ids[:, 0], base_logits=base)
+    assert torch.allclose(one, shifted.head_logits(hidden, ids, base_logits=base)[:, 0])
+    with pytest.raises(ValueError, match="offset='log_softmax': pass the LM's logits"):
+        shifted.head_logits(hidden, ids)
 
 
 def test_full_vocab_loss_by_hand():
     torch.manual_seed(0)
-    weight, hidden, targets = torch.randn(5, 3), torch.randn(2, 3), torch.tensor([0, 4])
+    logits, targets = torch.randn(2, 5), torch.tensor([0, 4])
     labels = torch.zeros(2, 5)
     labels[0, 0] = labels[1, 4] = 1
-    expected = F.binary_cross_entropy_with_logits(hidden @ weight.T, labels)
-    assert full_vocab_loss(weight, hidden, targets).item() == pytest.approx(expected.item())
+    expected = F.binary_cross_entropy_with_logits(logits, labels)
+    assert full_vocab_loss(logits, targets).item() == pytest.approx(expected.item())
 
 
 # -- data -----------------------------------------------------------------------------------------
 def test_unknown_shape_lists_columns_found_and_accepted():
     with pytest.raises(ValueError, match=r"columns \['answer', 'question'\]; accepted shapes: `messages`;"):
         detect_shape(["question", "answer"])
+
+
+def test_a_row_of_another_shape_is_named(tokenizer):
+    rows = [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d"}, {"text": "e"}]
+    with pytest.raises(ValueError, match=r"training row 2 has keys \['text'\] .* 'prompt/response'.* lacks"):
+        encode_examples(build_model("llama"), tokenizer, rows, max_length=32, chat_template=None)
+
+
+def test_a_mistyped_local_data_path_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    import datasets
+
+    from sighead_eval.training import load_records
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub was asked"))
+    for typo in (str(tmp_path / "train.jsonl"), "./data/train.jsonl", "data/sft.parquet"):
+        with pytest.raises(FileNotFoundError, match="no such file or directory"):
+            load_records(typo)
 
 
 def test_masking_trains_response_tokens_only(tokenizer):
@@ -228,7 +266,7 @@ def test_training_lowers_dev_bce_and_writes_adapter_and_card(tmp_path, tokenizer
         assert needle in card
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [0, 2, 4, 6, 8]
-    assert not (out / "checkpoint").exists()
+    assert not (out / "checkpoint.safetensors").exists()
     from peft import PeftModel
 
     PeftModel.from_pretrained(build_model("llama"), out)  # loads back
@@ -252,14 +290,14 @@ def test_same_seed_same_adapter(tmp_path, tokenizer):
 def test_only_touched_rows_change(tmp_path, tokenizer):
     model = build_model("llama")
     initial = model.get_output_embeddings().weight.detach().clone()
-    _run(_config(tmp_path, max_steps=1, eval_every=0, epochs=1), tokenizer, model=build_model("llama"))
+    _run(_config(tmp_path, max_steps=1, eval_every=None, epochs=1), tokenizer, model=build_model("llama"))
     changed = (_head(tmp_path / "run") != initial).any(-1)
     assert 0 < changed.sum() < initial.shape[0]
 
 
 def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch):
     _run(_config(tmp_path, "whole"), tokenizer)
-    real_step = trainer_module._optimizer_step
+    real_step = Trainer._optimizer_step
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -268,29 +306,29 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch
             raise KeyboardInterrupt("simulated interruption")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "_optimizer_step", interrupted)
+    monkeypatch.setattr(Trainer, "_optimizer_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(_config(tmp_path, "split"), tokenizer)
-    assert (tmp_path / "split" / "checkpoint" / "state.json").is_file()
-    monkeypatch.setattr(trainer_module, "_optimizer_step", real_step)
+    assert (tmp_path / "split" / "checkpoint.safetensors").is_file()
+    monkeypatch.setattr(Trainer, "_optimizer_step", real_step)
     _run(_config(tmp_path, "split", resume=True), tokenizer)
     assert torch.equal(_head(tmp_path / "whole"), _head(tmp_path / "split"))
 
 
 def test_existing_adapter_is_not_overwritten_unless_asked(tmp_path, tokenizer):
-    _run(_config(tmp_path, max_steps=1, eval_every=0), tokenizer)
+    _run(_config(tmp_path, max_steps=1, eval_every=None), tokenizer)
     before = _head(tmp_path / "run")
     with pytest.raises(ValueError, match="already holds an adapter .* `overwrite=True`"):
-        _run(_config(tmp_path, max_steps=1, eval_every=0, seed=5), tokenizer)
+        _run(_config(tmp_path, max_steps=1, eval_every=None, seed=5), tokenizer)
     assert torch.equal(_head(tmp_path / "run"), before)
-    _run(_config(tmp_path, max_steps=1, eval_every=0, seed=5, overwrite=True), tokenizer)
+    _run(_config(tmp_path, max_steps=1, eval_every=None, seed=5, overwrite=True), tokenizer)
     assert not torch.equal(_head(tmp_path / "run"), before)
 
 
 def test_resume_without_checkpoint_or_with_other_settings(tmp_path, tokenizer, monkeypatch):
     with pytest.raises(ValueError, match="holds no checkpoint to resume from"):
         _run(_config(tmp_path, resume=True), tokenizer)
-    monkeypatch.setattr(trainer_module, "_optimizer_step", _raise_on_call(3))
+    monkeypatch.setattr(Trainer, "_optimizer_step", _raise_on_call(3))
     with pytest.raises(KeyboardInterrupt):
         _run(_config(tmp_path), tokenizer)
     with pytest.raises(ValueError, match=r"made with other settings: \['lr'\]"):
@@ -298,7 +336,7 @@ def test_resume_without_checkpoint_or_with_other_settings(tmp_path, tokenizer, m
 
 
 def _raise_on_call(n):
-    real = trainer_module._optimizer_step
+    real = Trainer._optimizer_step
     calls = {"n": 0}
 
     def step(*args, **kwargs):
@@ -311,7 +349,7 @@ def _raise_on_call(n):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer, monkeypatch):
-    real = trainer_module._batch_loss
+    real = Trainer._batch_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -319,21 +357,54 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, toke
         loss, tokens = real(*args, **kwargs)
         return (loss * math.nan if calls["n"] > 9 else loss), tokens
 
-    monkeypatch.setattr(trainer_module, "_batch_loss", poisoned)
+    monkeypatch.setattr(Trainer, "_batch_loss", poisoned)
     with pytest.raises(TrainingError, match="non-finite training loss .* last good checkpoint"):
         _run(_config(tmp_path), tokenizer)
-    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["state"]
+    state = read_checkpoint_meta(tmp_path / "run")["state"]
     assert state["step"] == 4
-    assert torch.isfinite(load_file(str(tmp_path / "run" / "checkpoint" / "state.safetensors"))["head"]).all()
+    assert torch.isfinite(load_file(str(tmp_path / "run" / "checkpoint.safetensors"))["head"]).all()
+
+
+def test_a_crash_while_checkpointing_keeps_the_last_checkpoint_whole(tmp_path, tokenizer, monkeypatch):
+    """The checkpoint is replaced by a rename: a crash after writing the new file and before the
+    rename leaves the old checkpoint intact, and a resumed run ends as an uninterrupted one."""
+    from sighead_eval import files
+
+    _run(_config(tmp_path, "whole"), tokenizer)
+    real_replace, saves = os.replace, {"n": 0}
+
+    def crash_on_second_checkpoint(src, dst):
+        if str(dst).endswith("checkpoint.safetensors"):
+            saves["n"] += 1
+            if saves["n"] == 2:
+                assert Path(src).stat().st_size > 0  # the new checkpoint was written completely
+                raise KeyboardInterrupt("power cut between the write and the rename")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", crash_on_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path, "split"), tokenizer)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    out = tmp_path / "split"
+    assert read_checkpoint_meta(out)["state"]["step"] == 2  # the first checkpoint, whole
+    assert not list(out.glob(".checkpoint.safetensors.*"))  # the half-done one was cleaned up
+    _run(_config(tmp_path, "split", resume=True), tokenizer)
+    assert torch.equal(_head(tmp_path / "whole"), _head(out))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"negatives": "hard"}, r"`negatives` should be one of \('dominant', 'random', 'full'\), got 'hard'"),
-        ({"num_negatives": 0}, "`num_negatives` should be a positive integer, got 0"),
-        ({"base_dtype": "int8"}, "`base_dtype` should be 'float32' or 'bfloat16', got 'int8'"),
-        ({"head_offset": "softmax"}, "`head_offset` should be 'none' or 'log_softmax', got 'softmax'"),
+        ({"num_negatives": 0}, "`num_negatives` should be an integer >= 1, got 0"),
+        ({"dtype": "int8"}, "`dtype` should be float32, bfloat16 or float16, got 'int8'"),
+        ({"offset": "softmax"}, r"`offset` should be one of \('none', 'log_softmax'\), got 'softmax'"),
+        ({"max_steps": 0}, "`max_steps` should be an integer >= 1 or None, got 0"),
+        ({"dev_max": 0}, "`dev_max` should be an integer >= 1 or None, got 0"),
+        ({"eval_every": 0}, "`eval_every` should be an integer >= 1 or None, got 0"),
+        ({"eval_every": -2}, "`eval_every` should be an integer >= 1 or None, got -2"),
+        ({"softmax_temperature": 0}, "`softmax_temperature` should be > 0, got 0"),
+        ({"epsilon": 0}, "`epsilon` = 0 has no exact top-k bound"),
         ({"negative_top_p": 1.5}, r"`negative_top_p` should be in \[0, 1\], got 1.5"),
     ],
 )
@@ -347,7 +418,7 @@ def test_log_softmax_offset_head_starts_at_the_softmax_and_trains(tmp_path, toke
 
     from sighead_eval.scoring import score
 
-    info = _run(_config(tmp_path, head_offset="log_softmax", epochs=1), tokenizer)
+    info = _run(_config(tmp_path, offset="log_softmax", epochs=1), tokenizer)
     assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
     assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["offset"] == "log_softmax"
     model = PeftModel.from_pretrained(build_model("llama"), tmp_path / "run")
@@ -363,13 +434,13 @@ def test_cached_hidden_states_skip_the_forward_pass_after_the_first_epoch(tmp_pa
     seen = []  # examples each frozen pass ran the model on
     real = t.frozen_pass
     monkeypatch.setattr(t, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
-    info = _run(_config(tmp_path, cache_hidden=True, epochs=3, eval_every=0), tokenizer)
+    info = _run(_config(tmp_path, cache_hidden=True, epochs=3, eval_every=None), tokenizer)
     assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
     assert sum(seen) == info["n_dev"] + info["n_train"]  # three epochs, one forward pass per example
     seen.clear()
-    _run(_config(tmp_path, name="uncached", epochs=3, eval_every=0), tokenizer)
+    _run(_config(tmp_path, name="uncached", epochs=3, eval_every=None), tokenizer)
     assert sum(seen) == info["n_dev"] + 3 * info["n_train"]
-    _run(_config(tmp_path, name="again", cache_hidden=True, epochs=3, eval_every=0), tokenizer)
+    _run(_config(tmp_path, name="again", cache_hidden=True, epochs=3, eval_every=None), tokenizer)
     assert torch.equal(_head(tmp_path / "run"), _head(tmp_path / "again"))  # seeded, cache or not
 
 

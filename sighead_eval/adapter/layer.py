@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .config import OFFSETS
+
 
 class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
     """Wraps the LM head. `forward` returns the base layer's output unchanged.
@@ -22,7 +24,7 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         super().__init__()
         self.base_layer = base_layer
         self.sigmoid_head_embedding = nn.ModuleDict({})
-        self.head_offset: dict[str, str] = {}
+        self.sigmoid_head_offset: dict[str, str] = {}  # adapter name -> one of OFFSETS
         self._active_adapter = adapter_name
         self._disable_adapters = False
         self.merged_adapters = []
@@ -45,8 +47,10 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
                 embedding.weight.copy_(weight.detach().to(head_dtype))
             else:
                 embedding.weight.normal_(0.0, 0.02)
+        if offset not in OFFSETS:
+            raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
         self.sigmoid_head_embedding[adapter_name] = embedding
-        self.head_offset[adapter_name] = offset
+        self.sigmoid_head_offset[adapter_name] = offset
         self.set_adapter(self.active_adapters)
 
     def _check_loaded_shapes(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -79,22 +83,72 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         return self.sigmoid_head_embedding[names[0]].weight
 
     def active_offset(self) -> str:
-        """The active adapter's offset mode ('none' or 'log_softmax')."""
+        """The active adapter's offset mode (one of `OFFSETS`; 'none' without an active adapter)."""
         names = [n for n in self.active_adapters if n in self.sigmoid_head_embedding]
-        return self.head_offset.get(names[0], "none") if names else "none"
+        return self.sigmoid_head_offset.get(names[0], "none") if names else "none"
 
-    def sigmoid_logits(self, hidden: torch.Tensor, base_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """Full-vocabulary head logits: `(..., H) -> (..., V)`, in the head's dtype. An adapter with
-        `offset='log_softmax'` needs the LM's logits at the same positions (`base_logits`)."""
+    def logit_offset(
+        self, base_logits: torch.Tensor | None = None, log_normalizer: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """What the active adapter adds to every head logit of a position, `(...,)`, or None.
+
+        'none' (the paper): nothing. 'log_softmax': minus the LM's log-sum-exp at the position, so a
+        head copied from the LM head starts at `sigmoid(log p)`. Give the LM's logits `(..., V)`, or
+        their log-sum-exp `(...,)` as `log_normalizer` when the caller has it already.
+        """
+        if self.active_offset() == "none":
+            return None
+        if log_normalizer is None:
+            if base_logits is None:
+                raise ValueError("this Sigmoid Head has offset='log_softmax': pass the LM's logits")
+            log_normalizer = torch.logsumexp(base_logits.float(), dim=-1)
+        return -log_normalizer.float()
+
+    def head_logits(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        base_logits: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        rows=None,
+    ) -> torch.Tensor:
+        """The active head's logits, offset included: the one place a head scores tokens.
+
+        hidden: (N, H) head inputs; targets: (N,) or (N, K) tokens to score at each position, or
+        None for the whole vocabulary; base_logits: (N, V) the LM's logits at the same positions
+        (read only by the 'log_softmax' offset), or `offset`: (N,) from `logit_offset`, computed
+        once by a caller that scores the same positions again. `rows`: the module that looks rows
+        up (default: the head's own sparse embedding; training passes its DDP wrapper).
+        Returns (N,), (N, K) or (N, V), in float32 or the head's wider dtype.
+        """
         weight = self.active_head()
         if weight is None:
             raise ValueError("No Sigmoid Head adapter is active on this model.")
-        z = F.linear(hidden.to(weight.dtype), weight)
-        if self.active_offset() == "log_softmax":
-            if base_logits is None:
-                raise ValueError("this Sigmoid Head has offset='log_softmax': pass the LM's logits")
-            z = z - torch.logsumexp(base_logits.float(), dim=-1, keepdim=True).to(z.dtype)
+        if targets is None:
+            z = F.linear(hidden.to(weight.dtype), weight)  # (N, V)
+        else:
+            lookup = rows if rows is not None else self.sigmoid_head_embedding[self._active_name()]
+            picked = lookup(targets)  # (N, H) or (N, K, H)
+            h = hidden.to(picked.dtype)
+            z = (picked * (h if targets.dim() == 1 else h.unsqueeze(1))).sum(-1)  # one dot product a token
+        if offset is None:
+            offset = self.logit_offset(base_logits)
+        z = z if z.dtype in (torch.float32, torch.float64) else z.float()
+        if offset is not None:
+            z = z + (offset if z.dim() == 1 else offset.unsqueeze(-1)).to(z.dtype)
         return z
+
+    def _active_name(self) -> str:
+        return next(n for n in self.active_adapters if n in self.sigmoid_head_embedding)
+
+    def sigmoid_logits(self, hidden: torch.Tensor, base_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-vocabulary head logits: `(..., H) -> (..., V)`. An adapter with
+        `offset='log_softmax'` needs the LM's logits at the same positions (`base_logits`)."""
+        shape = hidden.shape[:-1]
+        flat = None if base_logits is None else base_logits.reshape(-1, base_logits.shape[-1])
+        z = self.head_logits(hidden.reshape(-1, hidden.shape[-1]), base_logits=flat)
+        return z.reshape(*shape, z.shape[-1])
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)

@@ -11,7 +11,6 @@ rejection) are written beside its samples as `curves_<task>_<date>.json`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -87,6 +86,7 @@ def use_project_tasks() -> None:
 
 def write_curves(output_path: str, since: float) -> list[Path]:
     """Rejection curves of every estimator, per task, from the samples lm-eval logged after `since`."""
+    from ..files import write_atomic
     from ..report.samples import curves_from_samples
 
     written = []
@@ -97,9 +97,7 @@ def write_curves(output_path: str, since: float) -> list[Path]:
         if not curves:
             continue
         target = samples.with_name(samples.name.replace("samples_", "curves_", 1).replace(".jsonl", ".json"))
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(curves, indent=1))
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(curves, indent=1))
         written.append(target)
     return written
 

@@ -20,21 +20,17 @@ from typing import Any
 import numpy as np
 
 from .. import metrics as core
-
-AGGREGATIONS = ("mean", "prod", "min")
-PROB_ESTIMATORS = ("sigmoid", "softmax", "boostedprob")
-#: Every confidence a task reports, as `{estimator}_{aggregation}` filter names.
-ESTIMATORS = (
-    *(f"{e}_{a}" for e in PROB_ESTIMATORS for a in AGGREGATIONS),
-    "entropy_mean",
-    "entropy_max",
-    "length",
+from ..estimators import (
+    BINARY_METRICS,
+    CALIBRATION_METRICS,
+    GRADED_METRICS,
+    PROBABILITIES,
+    check_confidence,
+    confidence,
 )
-#: Confidences that are probabilities, so calibration metrics (Brier, ECE, BCE) apply.
-PROBABILITIES = tuple(f"{e}_{a}" for e in PROB_ESTIMATORS for a in AGGREGATIONS)
-BINARY_METRICS = ("acc", "auroc", "ap", "prr", "prr_50", "aurc")
-CALIBRATION_METRICS = ("brier", "ece", "bce")
-GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")
+
+#: lm-eval's accuracy of the outputs, reported beside the confidence metrics of binary tasks.
+ACCURACY = "acc"
 
 
 class ScoredStr(str):
@@ -75,37 +71,6 @@ class Judged(dict):
     __repr__ = __str__
 
 
-def scores_of(scored, response: str) -> dict:
-    """The per-sample record attached to an output: sequence confidences and per-token scores."""
-    tokens = {"text": scored.tokens}
-    tokens.update({e: np.exp(scored.log_scores[e]).round(6).tolist() for e in scored.estimators})
-    tokens["entropy"] = scored.entropy.round(6).tolist()
-    return {
-        "response": response,
-        "sequence": scored.sequence_scores(),
-        "n_tokens": len(scored.token_ids),
-        "empty_response": scored.empty_response,
-        "tokens": tokens,
-    }
-
-
-def confidence(scores: dict, name: str) -> float | None:
-    """The confidence `name` (one of `ESTIMATORS`) of one output, or None when the estimator was
-    not computed (the Sigmoid Head without an adapter)."""
-    if name == "length":
-        return -float(scores["n_tokens"])
-    if name.startswith("entropy_"):
-        return -float(scores["sequence"][name])
-    value = scores["sequence"].get(name)
-    return None if value is None else float(value)
-
-
-def _check_name(name: str) -> str:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown confidence estimator {name!r}; known: {', '.join(ESTIMATORS)}")
-    return name
-
-
 class Confidence:
     """lm-eval filter: each output -> `{response, confidence, estimator}` for one estimator.
 
@@ -114,7 +79,7 @@ class Confidence:
     """
 
     def __init__(self, estimator: str = "sigmoid_mean", tokens: bool = False, **kwargs) -> None:
-        self.estimator = _check_name(estimator)
+        self.estimator = check_confidence(estimator)
         self.tokens = bool(tokens)
 
     def apply(self, resps, docs):
@@ -131,7 +96,7 @@ class Confidence:
                 "records: run it with `--model sighead` (e.g. `sighead-eval lm-eval --model sighead "
                 "--tasks ...`), not with a plain model"
             )
-        value = confidence(scores, self.estimator)
+        value = confidence(scores["sequence"], scores["n_tokens"], self.estimator)
         result = Judged(
             response=scores["response"],
             confidence=value,
@@ -154,11 +119,11 @@ def binary_results(results: Sequence[dict], correct: bool) -> dict[str, Any]:
     """`process_results` output for a correct/incorrect (or faithful/hallucinated) sample."""
     item = results[0]
     c = item["confidence"]
-    out: dict[str, Any] = {"acc": float(bool(correct))}
+    out: dict[str, Any] = {ACCURACY: float(bool(correct))}
     if c is None:  # estimator not available (no Sigmoid Head): no rows rather than NaN rows
         return {}
     pair = (float(c), float(bool(correct)))
-    out.update({m: pair for m in BINARY_METRICS if m != "acc"})
+    out.update({m: pair for m in BINARY_METRICS})
     if item["probability"]:
         out.update({m: pair for m in CALIBRATION_METRICS})
     return out
@@ -194,14 +159,14 @@ def _guarded(name: str, fn):
     return aggregate
 
 
-auroc = _guarded("auroc", core.roc_auc)
-ap = _guarded("ap", core.average_precision)
-prr = _guarded("prr", core.prr)
-prr_50 = _guarded("prr_50", lambda c, q: core.prr(c, q, max_rejection=0.5))
-aurc = _guarded("aurc", core.aurc)
-brier = _guarded("brier", core.brier)
-ece = _guarded("ece", core.ece)
-bce = _guarded("bce", core.bce)
-pearson = _guarded("pearson", core.pearson)
-spearman = _guarded("spearman", core.spearman)
-kendall = _guarded("kendall", core.kendall)
+auroc = _guarded("auroc", core.FUNCTIONS["auroc"])
+ap = _guarded("ap", core.FUNCTIONS["ap"])
+prr = _guarded("prr", core.FUNCTIONS["prr"])
+prr_50 = _guarded("prr_50", core.FUNCTIONS["prr_50"])
+aurc = _guarded("aurc", core.FUNCTIONS["aurc"])
+brier = _guarded("brier", core.FUNCTIONS["brier"])
+ece = _guarded("ece", core.FUNCTIONS["ece"])
+bce = _guarded("bce", core.FUNCTIONS["bce"])
+pearson = _guarded("pearson", core.FUNCTIONS["pearson"])
+spearman = _guarded("spearman", core.FUNCTIONS["spearman"])
+kendall = _guarded("kendall", core.FUNCTIONS["kendall"])

@@ -22,33 +22,20 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
+from ..estimators import TOKEN_ESTIMATORS
 from ..models import check_adapter_dir, load_adapter, resolve_model
-from ..scoring import PROB_ESTIMATORS, ScoringOptions, active_head, score
-from .confidence import ScoredLoglikelihood, ScoredStr, scores_of
-
-
-def fit_response(ctx: list[int], cont: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
-    """Context and continuation cut to fit the model's context, as HFLM does: a continuation longer
-    than the context window keeps its last `max_length - 1` tokens (with a warning) after one
-    context token; shorter ones keep all their tokens (the engine drops context from the left)."""
-    if max_length is None or len(cont) < max_length:
-        return ctx, cont
-    warnings.warn(
-        f"a continuation of {len(cont)} tokens is longer than the model's context ({max_length}); only "
-        f"its last {max_length - 1} tokens are scored",
-        stacklevel=2,
-    )
-    return ctx[-1:] or ctx, cont[-(max_length - 1) :]
+from ..scoring import ScoringOptions, active_head, fit_response, score
+from .confidence import ScoredLoglikelihood, ScoredStr
 
 
 def _parse_estimators(value) -> tuple[str, ...] | None:
     if value is None or value == "":
         return None
     names = tuple(x for x in (value.split("|") if isinstance(value, str) else value) if x)
-    unknown = [x for x in names if x not in PROB_ESTIMATORS]
+    unknown = [x for x in names if x not in TOKEN_ESTIMATORS]
     if unknown:
         raise ValueError(
-            f"unknown estimator(s) {unknown} in `estimators`; known: {', '.join(PROB_ESTIMATORS)} "
+            f"unknown estimator(s) {unknown} in `estimators`; known: {', '.join(TOKEN_ESTIMATORS)} "
             "(separate several with '|', e.g. estimators=sigmoid|softmax)"
         )
     return names
@@ -121,7 +108,7 @@ class SigheadLM(HFLM):
         results = score(self.model, self.tokenizer, records, self.scoring, progress=False)
         out = []
         for r in results:
-            s = scores_of(r, r.response)
+            s = r.summary()
             if self.estimators is not None:
                 s["sequence"] = {
                     k: v for k, v in s["sequence"].items() if k.split("_")[0] in (*self.estimators, "entropy")

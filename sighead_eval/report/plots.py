@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import metrics as core
+from ..files import atomic_path
 from .samples import TaskSamples
 
 FAMILY_COLOURS = {
@@ -32,10 +32,8 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     """Writes beside the target and renames: an interrupted run never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
 
 

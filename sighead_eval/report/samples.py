@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics as core
-from ..harness.confidence import ESTIMATORS
+from ..estimators import CONFIDENCES
 
 
 def _load(samples) -> list[dict]:
@@ -47,11 +47,18 @@ def pairs_from_samples(samples) -> dict[str, tuple[list[float], list[float]]]:
 
 def curves_from_samples(samples, points: int = 101) -> dict[str, dict]:
     """Rejection curve (mean quality kept per rejection rate; oracle and random beside it) of each
-    estimator in the samples."""
-    return {
-        name: core.rejection_curve(c, q, points=points)
-        for name, (c, q) in pairs_from_samples(samples).items()
-    }
+    estimator in the samples. A curve needs two outputs: with fewer (`--limit 1`) there are none,
+    with a warning."""
+    import warnings
+
+    pairs = pairs_from_samples(samples)
+    if any(len(c) < 2 for c, _ in pairs.values()):
+        warnings.warn(
+            "no rejection curves: a curve needs at least 2 outputs, and these samples have fewer",
+            UserWarning,
+            stacklevel=2,
+        )
+    return {name: core.rejection_curve(c, q, points=points) for name, (c, q) in pairs.items() if len(c) >= 2}
 
 
 @dataclass
@@ -72,7 +79,7 @@ class TaskSamples:
 
     @property
     def estimators(self) -> list[str]:
-        return [e for e in ESTIMATORS if e in self.confidence]
+        return [e for e in CONFIDENCES if e in self.confidence]
 
 
 def task_samples(task: str, samples) -> TaskSamples:

@@ -6,11 +6,10 @@ import csv
 import io
 import math
 
-from ..harness.confidence import ESTIMATORS
+from ..estimators import CONFIDENCES, LOWER_IS_BETTER
 
 BINARY_COLUMNS = ("auroc", "prr", "ap", "ece", "brier")
 GRADED_COLUMNS = ("pearson", "spearman", "kendall", "prr")
-LOWER_IS_BETTER = {"ece", "brier", "bce", "aurc"}
 LABELS = {
     "auroc": "ROC-AUC",
     "prr": "PRR",
@@ -34,7 +33,7 @@ def estimator_table(results: dict, tasks: list[str] | None = None) -> dict:
     tasks = tasks or sorted(results)
     columns = [(t, m) for t in tasks for m in _columns(results, t)]
     rows = {}
-    for est in ESTIMATORS:
+    for est in CONFIDENCES:
         values = [results[t].get(f"{m},{est}") for t, m in columns]
         values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
         if any(v is not None for v in values):

@@ -3,11 +3,12 @@
 from .data import Example, detect_shape, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, sigmoid_head_loss
 from .negatives import excluded_tokens, sample_negatives, unigram_distribution
-from .trainer import TrainConfig, TrainingError, train
+from .trainer import TrainConfig, Trainer, TrainingError, train
 
 __all__ = [
     "Example",
     "TrainConfig",
+    "Trainer",
     "TrainingError",
     "detect_shape",
     "encode_examples",

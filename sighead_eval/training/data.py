@@ -5,7 +5,7 @@ Shapes (detected from the columns):
 - `prompt` / `response` columns;
 - `text`: plain text, every token after the first is trained (no prompt).
 
-Encoding is the scoring engine's own (`scoring._encode`), so the head is trained on exactly the
+Encoding is the scoring engine's own (`scoring.encode_records`), so the head is trained on exactly the
 tokens it will later score: prompt, system and chat-template tokens are masked out.
 """
 
@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import looks_like_a_path
 
 SHAPES = {"messages": ("messages",), "prompt/response": ("prompt", "response"), "text": ("text",)}
 FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -54,6 +56,11 @@ def load_records(source: str | Sequence[Mapping[str, Any]], split: str | None = 
     import datasets
 
     path = Path(source)
+    if not path.exists() and looks_like_a_path(source, tuple(FILE_TYPES)):
+        raise FileNotFoundError(
+            f"data {source!r}: no such file or directory (it looks like a local path, so the hub is not "
+            "asked); check the path, or give a hub dataset id such as 'org/name'"
+        )
     if path.is_file():
         kind = FILE_TYPES.get(path.suffix.lower())
         if kind is None:
@@ -66,7 +73,14 @@ def load_records(source: str | Sequence[Mapping[str, Any]], split: str | None = 
     return [dict(r) for r in data]
 
 
-def to_scoring_record(row: Mapping[str, Any], shape: str) -> dict:
+def to_scoring_record(row: Mapping[str, Any], shape: str, index: int = 0) -> dict:
+    """A row of `shape` as the scoring engine takes it; a row of another shape is named."""
+    missing = [c for c in SHAPES[shape] if c not in row or row[c] is None]
+    if missing:
+        raise ValueError(
+            f"training row {index} has keys {sorted(row)} but the data's shape is {shape!r} (from its first "
+            f"row): it lacks {missing}. Give every row the same shape."
+        )
     if shape == "messages":
         return {"messages": row["messages"]}
     if shape == "prompt/response":
@@ -78,7 +92,7 @@ def encode_examples(
     model, tokenizer, rows: Sequence[Mapping], max_length: int, chat_template: bool | None
 ) -> list[Example]:
     """Token ids and the trained span of every row; rows with no response token are dropped."""
-    from ..scoring import ScoringOptions, _encode
+    from ..scoring import ScoringOptions, encode_records
 
     if not rows:
         raise ValueError("the training data is empty")
@@ -89,10 +103,10 @@ def encode_examples(
             f"the training data is chat-shaped ({shape}) but the tokenizer has no chat template; "
             "give it one, or pass `chat_template=False` (--no-chat-template) to train on plain text"
         )
-    records = [to_scoring_record(r, shape) for r in rows]
+    records = [to_scoring_record(r, shape, i) for i, r in enumerate(rows)]
     options = ScoringOptions(chat_template=chat, max_length=10**9)
     examples = []
-    for item in _encode(model, tokenizer, records, options, need_response=True):
+    for item in encode_records(model, tokenizer, records, options, need_response=True):
         if item.empty_response:
             continue
         ids = (item.prompt_ids + item.response_ids)[:max_length]

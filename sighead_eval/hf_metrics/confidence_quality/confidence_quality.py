@@ -24,14 +24,14 @@ Args:
     references (`list` of `float`): quality per output; 0/1 for binary quality.
     kind (`str`, optional): 'auto' (default: binary when every reference is 0 or 1), 'graded' or 'binary'.
     metrics (`list` of `str`, optional): compute only these, from pearson, spearman, kendall,
-        roc_auc, average_precision, prr, prr_50, aurc, brier, ece, bce.
+        auroc, ap, prr, prr_50, aurc, brier, ece, bce (the names of `sighead_eval.estimators`).
 Returns:
     A dict of plain floats, one per metric.
 Examples:
     >>> import evaluate, sighead_eval
     >>> metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
     >>> out = metric.compute(predictions=[0.9, 0.8, 0.3, 0.1], references=[1, 1, 0, 1])
-    >>> round(out["roc_auc"], 3), round(out["brier"], 4), round(out["prr"], 3)
+    >>> round(out["auroc"], 3), round(out["brier"], 4), round(out["prr"], 3)
     (0.667, 0.2375, 0.556)
     >>> out = metric.compute(predictions=[0.2, 0.4, 0.6, 0.8], references=[10.0, 30.0, 20.0, 40.0])
     >>> round(out["pearson"], 3), round(out["spearman"], 3), round(out["prr"], 3)

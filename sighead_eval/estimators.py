@@ -1,0 +1,84 @@
+"""The vocabulary every face shares: estimator, aggregation and metric names, one list each.
+
+A *token estimator* gives each scored token a probability-like score:
+
+- `sigmoid`: the Sigmoid Head, `sigmoid(h_t . W_sig[y])`;
+- `softmax`: the LM's own probability `p(y)`;
+- `boostedprob`: the dominant-set mass if `y` is dominant, else `p(y)` (BoostedProb).
+
+A *sequence aggregation* turns a response's token scores into one number (`SEQUENCE_AGGREGATIONS`,
+all computed by the scoring engine). A *confidence* is what the reports rank outputs by, named
+`{estimator}_{aggregation}` (`CONFIDENCES`): the three token estimators under the aggregations the
+reports use (`REPORTED_AGGREGATIONS`), the entropy's mean and maximum, and the response length.
+Confidences follow one convention: higher = more confident, so entropies and lengths are negated.
+
+A *metric* says how well a confidence predicts quality. The same names run through the metric
+core (`sighead_eval.metrics`), the lm-eval results (`auroc,sigmoid_mean`) and the evaluate module's
+outputs:
+
+| name | what | quality |
+|---|---|---|
+| `pearson`, `spearman`, `kendall` | correlation with the human score | graded |
+| `auroc` | ROC-AUC of telling good outputs from bad | binary |
+| `ap` | average precision of finding the good outputs | binary |
+| `prr`, `prr_50` | prediction-rejection ratio (all / up to 50 % rejected) | both |
+| `aurc` | area under the risk-coverage curve (lower is better) | binary |
+| `brier`, `ece`, `bce` | calibration, for confidences that are probabilities | binary |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+#: Token-level estimators whose scores are probabilities (kept as natural logs while scoring).
+TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob")
+#: Every aggregation the scoring engine computes per sequence (`ScoredText.sequence_scores`).
+SEQUENCE_AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
+#: The aggregations the reports (lm-eval tasks, demo, compare) rank outputs by.
+REPORTED_AGGREGATIONS = ("mean", "prod", "min")
+#: Confidences that are probabilities, so calibration metrics apply.
+PROBABILITIES = tuple(f"{e}_{a}" for e in TOKEN_ESTIMATORS for a in REPORTED_AGGREGATIONS)
+#: Every confidence a report ranks outputs by (higher = more confident).
+CONFIDENCES = (*PROBABILITIES, "entropy_mean", "entropy_max", "length")
+#: The Sigmoid Head's confidences, and the baselines a head is compared with.
+HEAD_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("sigmoid_"))
+BASELINE_CONFIDENCES = tuple(c for c in CONFIDENCES if c not in HEAD_CONFIDENCES)
+
+GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")
+BINARY_METRICS = ("auroc", "ap", "prr", "prr_50", "aurc")
+CALIBRATION_METRICS = ("brier", "ece", "bce")
+METRICS = tuple(dict.fromkeys(GRADED_METRICS + BINARY_METRICS + CALIBRATION_METRICS))
+LOWER_IS_BETTER = frozenset({"aurc", "brier", "ece", "bce"})
+
+
+def aggregate(log_scores) -> dict[str, float]:
+    """Every `SEQUENCE_AGGREGATIONS` of one response's per-token log probabilities: mean
+    probability, product, sum and mean of logs, minimum."""
+    logs = np.asarray(log_scores, dtype=np.float64)
+    return {
+        "mean": float(np.exp(logs).mean()),
+        "prod": float(np.exp(logs.sum())),
+        "sumlog": float(logs.sum()),
+        "meanlog": float(logs.mean()),
+        "min": float(np.exp(logs.min())),
+    }
+
+
+def check_confidence(name: str) -> str:
+    if name not in CONFIDENCES:
+        raise ValueError(f"unknown confidence estimator {name!r}; known: {', '.join(CONFIDENCES)}")
+    return name
+
+
+def confidence(sequence: Mapping[str, float], n_tokens: int, name: str) -> float | None:
+    """The confidence `name` of one output from its sequence scores and token count (higher = more
+    confident: entropies and the length are negated); None when the estimator was not computed
+    (the Sigmoid Head without an adapter)."""
+    if name == "length":
+        return -float(n_tokens)
+    if name.startswith("entropy_"):
+        return -float(sequence[name])
+    value = sequence.get(name)
+    return None if value is None else float(value)

@@ -1,0 +1,64 @@
+"""The one atomic writer: a crash at any point leaves the old file whole, and no debris."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from sighead_eval import files
+
+
+def test_a_crash_between_the_write_and_the_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "table.md"
+    target.write_text("old and whole\n")
+    written = []
+
+    def crash(src, dst):
+        written.append(open(src).read())  # the new file was complete at the moment of the crash
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_atomic(target, "new\n" * 1000)
+    assert written == ["new\n" * 1000]
+    assert target.read_text() == "old and whole\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]  # the temporary file is gone
+
+
+def test_a_failure_while_writing_keeps_the_old_file(tmp_path):
+    target = tmp_path / "scored.jsonl"
+    target.write_text('{"old": 1}\n')
+    with pytest.raises(ValueError, match="Out of range float"):
+        files.write_jsonl_atomic(str(target), [{"ok": 1.0}, {"bad": math.nan}])  # fails on row 2
+    assert target.read_text() == '{"old": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["scored.jsonl"]
+
+
+def test_the_new_file_replaces_the_old_one_in_one_rename(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda s, d: renames.append((s, d)) or real(s, d))
+    files.write_atomic(target, json.dumps({"new": True}))
+    assert json.loads(target.read_text()) == {"new": True}
+    [(src, dst)] = renames
+    assert os.path.dirname(src) == str(tmp_path) and dst == target  # beside it: the rename is atomic
+
+
+def test_a_binary_writer_keeps_the_file_suffix(tmp_path):
+    target = tmp_path / "plot.png"
+    with files.atomic_path(target) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path  # writers that read the format from it
+        tmp.write_bytes(b"\x89PNG")
+    assert target.read_bytes() == b"\x89PNG"
+
+
+def test_read_jsonl_names_a_missing_file_or_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        files.read_jsonl(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(IsADirectoryError, match="is a directory; give a JSONL file"):
+        files.read_jsonl(str(tmp_path))
