@@ -11,6 +11,7 @@ through the installed distribution's metadata.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -74,12 +75,49 @@ def wiki_articles() -> list[dict]:
     return articles
 
 
+def _entity_key(name: str) -> str:
+    """A name compared as a subject: without a parenthetical ('Georgia (country)'), accents, case
+    and punctuation."""
+    import re
+    import unicodedata
+
+    name = re.sub(r"\s*\(.*?\)\s*", " ", name)
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", name.lower()).split())
+
+
+@functools.lru_cache(maxsize=1)
+def geography_entities() -> frozenset[str]:
+    """The subjects the geography task asks about, as `_entity_key`s: every country and capital
+    in the geography wheel, with their aliases ('Washington D.C.' and 'Washington')."""
+    names: set[str] = set()
+    for c in geography():
+        for name in (c["country"], *c["capitals"]):
+            names.add(_entity_key(name))
+            words = name.replace(",", " ").split()
+            if len(words) > 1 and words[-1].upper().rstrip(".") in ("D.C", "DC"):
+                names.add(_entity_key(" ".join(words[:-1])))
+    names.discard("")
+    return frozenset(names)
+
+
+def is_geography_entity(title: str, entities: frozenset[str] | None = None) -> bool:
+    """Whether an article's subject is a country or capital that the geography task asks about."""
+    return _entity_key(title) in (geography_entities() if entities is None else entities)
+
+
 def wiki_training_records() -> list[dict]:
     """Chat records for training the default head: a user request about the title, the summary as
-    the assistant's answer; articles of the evaluation topics and of the wiki-facts task left out."""
+    the assistant's answer. Left out: articles of the evaluation topics, of the wiki-facts task,
+    and every article whose subject is a geography-task entity (a country or a capital, whatever
+    its topic: many are tagged 'Uncategorized')."""
     records = []
+    entities = geography_entities()
     for article in wiki_articles():
-        if article["topic"] in WIKI_EVAL_TOPICS or is_wiki_facts_article(article["title"]):
+        title = article["title"]
+        if article["topic"] in WIKI_EVAL_TOPICS or is_wiki_facts_article(title):
+            continue
+        if is_geography_entity(title, entities):
             continue
         prompt = PROMPTS[title_bucket(article["title"], len(PROMPTS) * 7) % len(PROMPTS)]
         records.append(

@@ -158,6 +158,27 @@ def test_auto_peft_model_and_transformers_load_adapter(tmp_path):
     assert torch.equal(plain(input_ids=IDS, output_sigmoid_logits=True).sigmoid_logits, expected)
 
 
+def test_pickled_weights_are_refused_on_every_loading_route(tmp_path):
+    """PEFT and transformers fall back to a pickled adapter_model.bin; a Sigmoid Head never does."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    build_model("llama").save_pretrained(base_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), SigmoidHeadConfig())
+    model.save_pretrained(adapter_dir)
+    weights = adapter_dir / "adapter_model.safetensors"
+    torch.save(load_file(str(weights)), adapter_dir / "adapter_model.bin")  # what PEFT would fall back to
+    weights.unlink()
+    refused = r"has no adapter_model.safetensors \(found \['adapter_model.bin'\]: pickled weights are never"
+    with pytest.raises(FileNotFoundError, match=refused):
+        PeftModel.from_pretrained(build_model("llama"), adapter_dir)
+    with pytest.raises(FileNotFoundError, match=refused):
+        AutoPeftModelForCausalLM.from_pretrained(adapter_dir)
+    with pytest.raises(FileNotFoundError, match=refused):
+        AutoModelForCausalLM.from_pretrained(base_dir).load_adapter(str(adapter_dir))
+
+
 def test_named_adapters_and_set_adapter():
     model = get_peft_model(build_model("gpt2"), SigmoidHeadConfig(), adapter_name="a")
     model.add_adapter("b", SigmoidHeadConfig(init_from_lm_head=False))

@@ -93,3 +93,38 @@ def test_generation_scores_match_force_decoding(smol):
                 np.testing.assert_allclose(g.log_scores[e], f.log_scores[e], atol=1e-4)
     finally:
         peft_model.unload()
+
+
+def test_lm_eval_generation_scores_equal_the_generation_time_scores(smol):
+    """The `sighead` lm-eval model lets HFLM generate, then scores the decoded text again: on the
+    real model and tokenizer, the re-encoded tokens and their scores are those of generation."""
+    from lm_eval.api.instance import Instance
+
+    from sighead_eval.harness.model import SigheadLM
+    from sighead_eval.runs import shipped_adapter
+
+    adapter = shipped_adapter()
+    if adapter is None:
+        pytest.skip("the shipped head is not beside this checkout")
+    lm = SigheadLM(adapter=str(adapter), batch_size=4)
+    questions = [
+        "What is the capital of Peru?",
+        "What is 17 + 25?",
+        "Name a large animal.",
+        "Who wrote Hamlet?",
+    ]
+    contexts = [lm.apply_chat_template([{"role": "user", "content": q}]) for q in questions]
+    requests = [
+        Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": 24, "do_sample": False}), i)
+        for i, c in enumerate(contexts)
+    ]
+    outputs = lm.generate_until(requests)
+    generated = generate(
+        lm.model, lm.tokenizer, [{"prompt": q} for q in questions], ScoringOptions(batch_size=4),
+        GenerationOptions(max_new_tokens=24), progress=False,
+    )  # fmt: skip
+    for out, gen in zip(outputs, generated):
+        assert str(out) == gen.response
+        assert out.sighead["tokens"]["text"] == gen.tokens  # the same tokens after re-encoding
+        for e in ("sigmoid", "softmax", "boostedprob"):
+            np.testing.assert_allclose(out.sighead["tokens"][e], np.exp(gen.log_scores[e]), atol=2e-4)

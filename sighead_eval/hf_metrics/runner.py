@@ -29,6 +29,16 @@ def sequence_confidences(
         )
     if adapter is not None:
         check_adapter_dir(adapter)
+    else:
+        import warnings
+
+        warnings.warn(
+            "sigmoid_confidence: no `adapter` given, so there are no Sigmoid Head scores (`sigmoid_*`); "
+            "only the softmax baselines are computed. Pass adapter=DIR (e.g. the shipped "
+            "adapters/smollm2-135m-instruct-wiki) for the head's scores.",
+            UserWarning,
+            stacklevel=3,
+        )
     key = (model, None if adapter is None else str(adapter))
     if key not in cache:  # one model load per metric instance and (model, adapter)
         cache[key] = load_model(model, adapter=adapter)

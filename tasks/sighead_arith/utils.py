@@ -1,6 +1,8 @@
 """Hooks of `sighead_arith`: arithmetic questions generated from a seed, answered by the model.
 
-Types: `add` (2-60 plus 2-40), `sub` (20-99 minus 2-19), `mul` (2-9 times 2-12). The
+Types: `add` (2-60 plus 2-40), `sub` (20-99 minus 2-19), `mul` (2-19 times 2-12). Every question
+is distinct, and the dev/test split goes by the question's text, so no question is in both halves.
+The
 answer is the first number in the response that is not one of the two operands (so "47 + 38 = 85"
 and "The answer is 85." are both read as 85); correct when it equals the true result.
 """
@@ -16,7 +18,7 @@ from sighead_eval.harness.data import as_test_split, numbers, split_of
 OPS = {
     "add": ("+", lambda a, b: a + b, (2, 60), (2, 40)),
     "sub": ("-", lambda a, b: a - b, (20, 99), (2, 19)),
-    "mul": ("*", lambda a, b: a * b, (2, 9), (2, 12)),
+    "mul": ("*", lambda a, b: a * b, (2, 19), (2, 12)),
 }
 TEMPLATE = "What is {a} {op} {b}? Answer with the number."
 
@@ -24,18 +26,28 @@ TEMPLATE = "What is {a} {op} {b}? Answer with the number."
 def build_docs(seed: int = 1234, per_type: int = 100) -> list[dict]:
     if not isinstance(per_type, int) or per_type < 1:
         raise ValueError(f"sighead_arith: `per_type` should be a positive integer, got {per_type!r}")
+    for kind, (_, _, ra, rb) in OPS.items():
+        pairs = (ra[1] - ra[0] + 1) * (rb[1] - rb[0] + 1)
+        if per_type > pairs:
+            raise ValueError(
+                f"sighead_arith: `per_type` = {per_type} is more than the {pairs} distinct `{kind}` questions"
+            )
     rng = random.Random(seed)
+    seen: set[tuple[str, int, int]] = set()
     docs = []
     for i in range(per_type):
         for kind, (op, fn, ra, rb) in OPS.items():  # interleaved, so `--limit N` takes a mix
             a, b = rng.randint(*ra), rng.randint(*rb)
-            doc_id = f"{seed}-{kind}-{i}"
+            while (kind, a, b) in seen:  # every question once
+                a, b = rng.randint(*ra), rng.randint(*rb)
+            seen.add((kind, a, b))
+            question = TEMPLATE.format(a=a, op=op, b=b)
             docs.append(
                 {
-                    "id": doc_id,
+                    "id": f"{seed}-{kind}-{i}",
                     "type": kind,
-                    "split": split_of(f"sighead_arith/{doc_id}"),
-                    "question": TEMPLATE.format(a=a, op=op, b=b),
+                    "split": split_of(f"sighead_arith/{question}"),
+                    "question": question,
                     "operands": [a, b],
                     "answer": fn(a, b),
                 }

@@ -79,6 +79,7 @@ def build_docs(seed: int = 0) -> list[dict]:
                     # both versions of a sentence share a split, so the halves never share a sentence
                     "split": split_of(f"sighead_wiki_facts/{title}"),
                     "title": title,
+                    "pair": title,  # the original and its altered version: resampled together
                     "prompt": PROMPT.format(title=title),
                     "sentence": text,
                     "fact": text[span[0] : span[1]],
