@@ -395,7 +395,10 @@ def test_a_crash_while_checkpointing_keeps_the_last_checkpoint_whole(tmp_path, t
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"negatives": "hard"}, r"`negatives` should be one of \('dominant', 'random', 'full'\), got 'hard'"),
+        (
+            {"negatives": "hard"},
+            r"`negatives` should be one of \('dominant', 'mixed', 'random', 'full'\), got 'hard'",
+        ),
         ({"num_negatives": 0}, "`num_negatives` should be an integer >= 1, got 0"),
         ({"dtype": "int8"}, "`dtype` should be float32, bfloat16 or float16, got 'int8'"),
         ({"offset": "softmax"}, r"`offset` should be one of \('none', 'log_softmax'\), got 'softmax'"),

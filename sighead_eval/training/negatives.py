@@ -6,8 +6,9 @@ frozen softmax: plausible alternatives are never punished. Paper default proposa
 negatives from the unigram frequency of target tokens (pad zeroed), half from `softmax(log p / T)`
 with `T = 2`; excluded tokens are zeroed in both. A token drawn by both halves counts once.
 
-Ablations: `random` draws uniformly from the vocabulary minus the reference, with no dominant
-exclusion; `full` uses every other token as a negative (full-vocabulary BCE, no sampling).
+Ablations: `mixed` draws from the paper's proposal mix but excludes only the reference, not the
+dominant tokens; `random` draws uniformly from the vocabulary minus the reference; `full` uses
+every other token as a negative (full-vocabulary BCE, no sampling).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ..dominant import DominantSets
 
-MODES = ("dominant", "random", "full")
+MODES = ("dominant", "mixed", "random", "full")
 # Keeps every allowed token drawable when its proposal probability underflows to zero.
 _FLOOR = 1e-30
 
@@ -124,8 +125,8 @@ def sample_negatives(
 
     `exclude_top_p` > 0 also keeps the softmax's top-p set (at most `TOP_P_MAX` tokens) out of the
     negatives: softer negatives for plausible tokens the dominant rule does not cover."""
-    if mode not in ("dominant", "random"):
-        raise ValueError(f"`mode` should be 'dominant' or 'random' for sampling, got {mode!r}")
+    if mode not in ("dominant", "mixed", "random"):
+        raise ValueError(f"`mode` should be 'dominant', 'mixed' or 'random' for sampling, got {mode!r}")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` should be a positive integer, got {k!r}")
     n, vocab = logits.shape
@@ -134,13 +135,13 @@ def sample_negatives(
         uniform = torch.ones((n, vocab), device=logits.device)
         negatives = _draw(uniform, excluded, k, generator)
         return negatives, torch.ones_like(negatives, dtype=torch.bool)
-    if sets is None or unigram is None:
+    if (mode == "dominant" and sets is None) or unigram is None:
         raise ValueError(
             "dominant-excluded sampling needs the dominant `sets` and the `unigram` distribution"
         )
     if not 0.0 <= unigram_share <= 1.0:
         raise ValueError(f"`unigram_share` should be in [0, 1], got {unigram_share!r}")
-    excluded = excluded_tokens(sets, targets, vocab)
+    excluded = excluded_tokens(sets if mode == "dominant" else None, targets, vocab)
     if exclude_top_p > 0:
         excluded |= top_p_set(logits, exclude_top_p)
     k_uni = round(k * unigram_share)

@@ -80,8 +80,9 @@ class TrainConfig:
     negatives: str = field(
         default="dominant",
         metadata={
-            "help": "Negatives: 'dominant' (paper: exclude dominant tokens), 'random' (ablation: uniform, "
-            "no exclusion), 'full' (ablation: full-vocabulary BCE)."
+            "help": "Negatives: 'dominant' (paper: exclude dominant tokens), 'mixed' (ablation: the paper's "
+            "proposals without the dominant exclusion), 'random' (ablation: uniform, no exclusion), 'full' "
+            "(ablation: full-vocabulary BCE)."
         },
     )
     offset: str = field(
