@@ -266,6 +266,24 @@ def headline_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration_table(report: dict) -> list[str]:
+    tasks = [t["task"] for t in report["tasks"]]
+    head = ["estimator"] + [
+        f"{_short(t)}: {c}" for t in tasks for c in ("raw ECE", "raw Brier", "Platt ECE", "Platt Brier")
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in CONFIDENCES:
+        rows = [report["calibration"][t].get(e) for t in tasks]
+        if all(r is None for r in rows):
+            continue
+        cells = [e]
+        for r in rows:
+            r = r or {}
+            cells += [_cell(r.get(k)) for k in ("raw_ece", "raw_brier", "ece", "brier")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def preregistered_sentences(report: dict) -> list[str]:
     """One sentence per (task, metric) of the pre-registered comparison, from its numbers."""
     pre = report["preregistered"]
@@ -333,6 +351,13 @@ def markdown(report: dict) -> str:
             headline_table(report).rstrip(),
             "",
             *(f"- {line}" for line in preregistered_sentences(report)),
+            "",
+            "## Calibration (test half)",
+            "",
+            "ECE and Brier of each estimator: raw (probabilities only: the scores as they come out), and "
+            "after Platt scaling fitted on the dev half (every estimator), which compares like with like.",
+            "",
+            *calibration_table(report),
             "",
             "## Exploration (test half, every head aggregation against every baseline, not corrected)",
         ]

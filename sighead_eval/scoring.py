@@ -305,6 +305,7 @@ class _Encoded:
     response_ids: list[int]  # the scored tokens
     empty_response: bool = False
     dropped: int = 0
+    response: str | None = None  # the response's text (chat content parts joined)
 
 
 def _uses_chat_template(tokenizer, options: ScoringOptions) -> bool:
@@ -433,7 +434,7 @@ def encode_records(model, tokenizer, records, options: ScoringOptions, need_resp
                 if start is None:
                     raise ValueError(f"record {i}: empty prompt and the tokenizer has no BOS or EOS token")
                 prompt_ids = [start]
-        item = _Encoded(i, dict(record), list(prompt_ids), [])
+        item = _Encoded(i, dict(record), list(prompt_ids), [], response=response)
         if response is not None:
             ids = (
                 record.get("response_token_ids") or tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -554,9 +555,7 @@ def _build_result(
 
 
 def _response_text(item: _Encoded) -> str:
-    if "messages" in item.record:
-        return str(item.record["messages"][-1].get("content", ""))
-    return str(item.record.get("response", ""))
+    return "" if item.response is None else str(item.response)
 
 
 def _batches(items: list, size: int) -> Iterable[list]:

@@ -104,7 +104,9 @@ def test_a_directory_as_input_or_a_missing_model_path_is_one_clear_line(model_di
     assert main(args) == 2
     assert "is a directory; give a JSONL file" in capsys.readouterr().err
     _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "x"}])
-    assert main(_score_args(model_dir, "./no/such/model")) == 2
+    args = _score_args(model_dir)
+    args[args.index("--model") + 1] = "./no/such/model"
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "model './no/such/model': no such directory" in err and "Traceback" not in err
 

@@ -62,3 +62,17 @@ def test_read_jsonl_names_a_missing_file_or_a_directory(tmp_path):
         files.read_jsonl(str(tmp_path / "missing.jsonl"))
     with pytest.raises(IsADirectoryError, match="is a directory; give a JSONL file"):
         files.read_jsonl(str(tmp_path))
+
+
+def test_a_new_file_gets_the_mode_of_a_plain_write_and_an_old_one_keeps_its_own(tmp_path):
+    old_mask = os.umask(0o022)
+    try:
+        fresh = files.write_atomic(tmp_path / "new.md", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        kept = tmp_path / "kept.sh"
+        kept.write_text("old")
+        kept.chmod(0o750)
+        files.write_atomic(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o750
+    finally:
+        os.umask(old_mask)

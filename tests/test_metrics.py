@@ -102,8 +102,8 @@ def test_bad_types_are_refused():
 @pytest.mark.parametrize(
     ("name", "confidence", "quality", "why"),
     [
-        ("auroc", [0.1, 0.2, 0.3], [1, 1, 1], "needs both correct .* all 3 are 1"),
-        ("ap", [0.1, 0.2, 0.3], [0, 0, 0], "needs both correct .* all 3 are 0"),
+        ("auroc", [0.1, 0.2, 0.3], [1, 1, 1], "it needs both correct .* all 3 are 1"),
+        ("ap", [0.1, 0.2, 0.3], [0, 0, 0], "it needs both correct .* all 3 are 0"),
         ("prr", [0.1, 0.2, 0.3], [1, 1, 1], "every output has the same quality"),
         ("prr_50", [0.1, 0.2, 0.3], [2.5, 2.5, 2.5], "every output has the same quality"),
         ("pearson", [0.1, 0.2, 0.3], [2.0, 2.0, 2.0], "the references are constant"),

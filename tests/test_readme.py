@@ -24,3 +24,23 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert any("'auroc': 1.0" in line for line in lines)  # the evaluate example: Paris above Madrid
     assert 0.0 <= float(lines[-1]) <= 1.0  # the lm-eval example's ROC-AUC
     assert (tmp_path / "my-head" / "adapter_model.safetensors").is_file()
+
+
+def test_the_headline_is_the_committed_reports_own():
+    """Every figure of the README's headline (and the shipped card's) is generated from the report
+    of the run it quotes: the block must be exactly what `headline_block` renders from it."""
+    import json
+
+    from sighead_eval.compare import HEADLINE_END, HEADLINE_START, headline_block
+
+    adapter = README.parent / "adapters" / "smollm2-135m-instruct-wiki"
+    report = json.loads((adapter / "evaluation.json").read_text())
+    block = headline_block(report)
+    for doc in (README, adapter / "README.md"):
+        text = doc.read_text()
+        assert text.count(HEADLINE_START) == 1 and text.count(HEADLINE_END) == 1, doc
+        assert block in text, f"{doc.name}: the headline differs from headline_block(evaluation.json)"
+    assert report["split"] == "both" and {r["metric"] for r in report["preregistered"]["rows"]} == {
+        "auroc",
+        "prr",
+    }

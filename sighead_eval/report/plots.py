@@ -68,7 +68,8 @@ def rejection_plot(ts: TaskSamples, path: Path) -> Path:
 
 
 def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
-    """Reliability diagrams of the Sigmoid Head and the softmax: accuracy per confidence bin."""
+    """Reliability diagrams of the raw Sigmoid Head and softmax scores: accuracy per confidence bin,
+    before any calibration (a product or minimum of token probabilities is not calibrated)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
     for ax, fam, title in zip(axes, ("sigmoid", "softmax"), ("Sigmoid Head", "softmax probability")):
@@ -89,19 +90,19 @@ def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
                 STYLES[agg],
                 marker="o",
                 color=FAMILY_COLOURS[fam],
-                label=f"{agg} (ECE {ece:.3f})",
+                label=f"{agg} (raw ECE {ece:.3f})",
             )
             drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
-        ax.set_xlabel("confidence")
+        ax.set_xlabel("raw confidence (uncalibrated)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("accuracy")
-    fig.suptitle(f"{ts.task}: reliability ({ts.quality.size} samples)")
+    fig.suptitle(f"{ts.task}: reliability of the raw scores ({ts.quality.size} samples)")
     out = _save(fig, path)
     plt.close(fig)
     return out
