@@ -10,7 +10,7 @@ import typing
 
 from .files import check_json_safe, read_jsonl, write_jsonl_atomic
 from .models import ModelOptions
-from .runs import SPLITS
+from .runs import OFFLINE_TASKS, SPLITS
 from .scoring import GenerationOptions, ScoringOptions
 
 
@@ -105,7 +105,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         default=None,
-        help="Comma-separated task names (default: sighead_geo_qa,sighead_arith,sighead_wiki_facts)",
+        help="Comma-separated task names (default: the offline tasks, " + ",".join(OFFLINE_TASKS) + ")",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
 

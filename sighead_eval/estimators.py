@@ -4,7 +4,11 @@ A *token estimator* gives each scored token a probability-like score:
 
 - `sigmoid`: the Sigmoid Head, `sigmoid(h_t . W_sig[y])`;
 - `softmax`: the LM's own probability `p(y)`;
-- `boostedprob`: the dominant-set mass if `y` is dominant, else `p(y)` (BoostedProb).
+- `boostedprob`: the dominant-set mass if `y` is dominant, else `p(y)` (BoostedProb);
+- `ceiling`: what a perfectly converged Sigmoid Head of the paper's recipe would score, from the
+  model's own distribution (`../shared/METHOD.md`): 1 if `y` is dominant, else `p / (p + expected
+  negative draws of y)`. Beside a trained head it tells how much of its score is the mechanism
+  and how much is learning; it is not a rival of the head.
 
 A *sequence aggregation* turns a response's token scores into one number (`SEQUENCE_AGGREGATIONS`,
 all computed by the scoring engine). A *confidence* is what the reports rank outputs by, named
@@ -33,7 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 
 #: Token-level estimators whose scores are probabilities (kept as natural logs while scoring).
-TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob")
+TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling")
 #: Every aggregation the scoring engine computes per sequence (`ScoredText.sequence_scores`).
 SEQUENCE_AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
 #: The aggregations the reports (lm-eval tasks, demo, compare) rank outputs by.
@@ -44,7 +48,11 @@ PROBABILITIES = tuple(f"{e}_{a}" for e in TOKEN_ESTIMATORS for a in REPORTED_AGG
 CONFIDENCES = (*PROBABILITIES, "entropy_mean", "entropy_max", "length")
 #: The Sigmoid Head's confidences, and the baselines a head is compared with.
 HEAD_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("sigmoid_"))
-BASELINE_CONFIDENCES = tuple(c for c in CONFIDENCES if c not in HEAD_CONFIDENCES)
+CEILING_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("ceiling_"))
+#: The baselines a head is compared with: everything but the head, its ceiling and the length.
+RIVAL_CONFIDENCES = tuple(
+    c for c in CONFIDENCES if c not in HEAD_CONFIDENCES + CEILING_CONFIDENCES and c != "length"
+)
 
 GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")
 BINARY_METRICS = ("auroc", "ap", "prr", "prr_50", "aurc")

@@ -158,22 +158,46 @@ def _softmax_scores(logits: torch.Tensor, targets: torch.Tensor, options: Scorin
     sets: DominantSets = dominant_from_top(
         top_logp, top_ids, p_jump=options.p_jump, epsilon=options.epsilon, mode=options.dominant_mode
     )
-    entropy = -logp.exp().mul_(logp).sum(-1)  # (n,)
+    p = logp.exp()  # (n, V)
+    tempered_mass = p.pow(1.0 / CEILING_TEMPERATURE).sum(-1)  # (n,) for the ceiling's proposal
+    entropy = -p.mul_(logp).sum(-1)  # (n,)
     bad = ~torch.isfinite(entropy)
     if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
         lp = logp[bad]
         entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
     own = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (n,) log p(y)
+    inside = sets.contains(targets)
     return {
         "greedy": (top_ids[:, 0] == targets).float(),
         "softmax": own,
         "boostedprob": boosted_log_prob(own, targets, sets),
+        "ceiling": _ceiling_log_score(own, inside, top_logp, sets, tempered_mass, logp.shape[-1]),
         "entropy": entropy,
         "dominant_size": sets.size.float(),
         "dominant_mass": sets.mass,
         # the log-sum-exp, for the head's offset: logit minus log probability of the argmax
         "_lse": logits.float().gather(-1, top_ids[:, :1]).squeeze(-1) - top_logp[:, 0],
     }
+
+
+#: The paper's recipe, which the ceiling assumes: K negatives, the unigram's share of them, and the
+#: temperature of the softmax proposal.
+CEILING_NEGATIVES, CEILING_UNIGRAM_SHARE, CEILING_TEMPERATURE = 10, 0.5, 2.0
+
+
+def _ceiling_log_score(own, inside, top_logp, sets, tempered_mass, vocab: int) -> torch.Tensor:
+    """log of the converged head's score under the paper's recipe (`../shared/METHOD.md`): a
+    dominant token is never a negative and goes to 1; another settles at p / (p + its expected
+    negative draws per position), k_s p^(1/T) / S from the softmax proposal (S summed over the
+    non-dominant tokens) plus k_u / V from the unigram (taken as uniform)."""
+    k_u = CEILING_NEGATIVES * CEILING_UNIGRAM_SHARE
+    k_s = CEILING_NEGATIVES - k_u
+    dominant_tempered = ((top_logp / CEILING_TEMPERATURE).exp() * sets.mask).sum(-1)  # (n,)
+    rest = (tempered_mass - dominant_tempered).clamp_min(1e-30)  # S
+    p = own.exp()
+    draws = k_s * (own / CEILING_TEMPERATURE).exp() / rest + k_u / vocab
+    score = torch.log(p / (p + draws)).clamp_min(own - 100.0)  # finite where p underflows
+    return torch.where(inside, torch.zeros_like(own), score)
 
 
 #: Ranks sorted first for the dominant rule; rows with more than this many tokens above `epsilon`

@@ -26,7 +26,7 @@ from sighead_eval.harness.data import (
 from sighead_eval.scoring import ScoringOptions, score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
-OFFLINE_TASKS = ["sighead_arith", "sighead_geo_qa", "sighead_wiki_facts"]
+OFFLINE_TASKS = ["sighead_arith", "sighead_geo_qa", "sighead_wiki_facts", "sighead_geo_paraphrase"]
 HUB_TASKS = {
     "sighead_wmt_da": "wmt-da-human-evaluation.jsonl",
     "sighead_wmt_mqm": "wmt-mqm-human-evaluation.jsonl",
@@ -233,7 +233,7 @@ def _question_text(task: str, doc: dict) -> str:
     return doc.get("question") or f"{doc['prompt']}\n{doc['sentence']}"
 
 
-@pytest.mark.parametrize("task", ["sighead_arith", "sighead_geo_qa", "sighead_wiki_facts"])
+@pytest.mark.parametrize("task", OFFLINE_TASKS)
 def test_no_question_text_is_in_both_halves(task):
     docs = hooks(task).build_docs()
     by_split: dict[str, set[str]] = {"dev": set(), "test": set()}
@@ -452,3 +452,30 @@ def test_limit_1_with_output_path_finishes_without_curves(tiny, tmp_path, capsys
     assert rc == 0
     assert list((tmp_path / "out").rglob("samples_sighead_wiki_facts_*.jsonl"))
     assert not list((tmp_path / "out").rglob("curves_*.json"))
+
+
+def test_geo_paraphrase_states_each_fact_in_several_phrasings_beside_labelled_errors():
+    para = hooks("sighead_geo_paraphrase")
+    docs = para.build_docs()
+    assert len(docs) == 4650 and len({d["id"] for d in docs}) == len(docs)
+    france = [d for d in docs if d["country"] == "France" and d["type"] == "capital"]
+    true = [d["answer"] for d in france if d["correct"]]
+    assert len(true) == 3 and all("Paris" in a for a in true) and len({d["phrasing"] for d in france}) >= 3
+    errors = {d["error"]: d["answer"] for d in france if not d["correct"]}
+    assert set(errors) == set(para.ERRORS)
+    assert "Paris" not in errors["plausible"] and "Euro" in errors["implausible"]
+    assert errors["contradiction"] == "The capital of France is Paris, so it is not Paris."
+    by_country = {}
+    for d in docs:  # the halves split by country
+        by_country.setdefault(d["country"], set()).add(d["split"])
+    assert all(len(halves) == 1 for halves in by_country.values())
+    only = para.dataset(error="implausible")["test"]
+    assert set(only["error"]) == {"none", "implausible"}
+    with pytest.raises(ValueError, match="`error` should be one of"):
+        para.dataset(error="typo")
+
+
+def test_geo_paraphrase_error_subtask_runs_force_decoded(tiny, task_manager):
+    out = evaluate(tiny, task_manager, ["sighead_geo_paraphrase_contradiction"], limit=12)
+    res = out["results"]["sighead_geo_paraphrase_contradiction"]
+    assert 0 < res["acc,softmax_prod"] < 1 and "auroc,sigmoid_min" in res and "auroc,ceiling_min" in res

@@ -156,7 +156,7 @@ def test_word_spans():
 
 def test_without_adapter_only_the_softmax_baselines(tokenizer):
     result = score(build_model("llama"), tokenizer, RECORDS[:1], progress=False)[0]
-    assert result.estimators == ["softmax", "boostedprob"]
+    assert result.estimators == ["softmax", "boostedprob", "ceiling"]
     assert "sigmoid_mean" not in result.sequence_scores()
 
 
@@ -352,3 +352,20 @@ def test_token_scores_equal_the_plain_formulas_on_peaked_flat_and_masked_rows():
     entropy = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
     assert torch.allclose(out["entropy"], entropy, atol=1e-4)
     assert torch.equal(out["greedy"], (z.argmax(-1) == targets).float())
+
+
+def test_the_ceiling_is_the_converged_heads_closed_form():
+    """1 for a dominant token; else p / (p + 5 sqrt(p) / S + 5 / V), S over the non-dominant tokens
+    (the paper's recipe: K = 10, half unigram, half softmax at T = 2)."""
+    from sighead_eval.mechanism import regime_distributions
+    from sighead_eval.scoring import token_scores
+
+    p = torch.tensor(regime_distributions()[0][2], dtype=torch.float32)  # a winner, a smooth tail
+    targets = torch.tensor([0, 1, 3])
+    out = token_scores(p.log().expand(3, -1), targets)
+    s = p[1:].sqrt().sum()  # the winner alone is dominant
+    expected = [1.0] + [float(p[t] / (p[t] + 5 * p[t].sqrt() / s + 5 / p.numel())) for t in (1, 3)]
+    assert out["dominant_size"].tolist() == [1.0, 1.0, 1.0]
+    assert out["ceiling"].exp().tolist() == pytest.approx(expected, rel=1e-4)
+
+    assert torch.isfinite(out["ceiling"]).all()

@@ -14,6 +14,7 @@ FAMILY_COLOURS = {
     "sigmoid": "#d62728",
     "softmax": "#1f77b4",
     "boostedprob": "#2ca02c",
+    "ceiling": "#ff7f0e",
     "entropy": "#9467bd",
     "length": "#7f7f7f",
 }

@@ -1,0 +1,141 @@
+"""Hooks of `sighead_geo_paraphrase`: answers to the geography wheel's questions, written by someone
+else in many valid phrasings, true or false with a labelled error type, force-decoded.
+
+Four question kinds per country (capital, currency, continent, an official language). Each true
+answer comes in several phrasings (bare, full sentence, inverted, hedged, verbose with a true side
+remark). False answers carry their error type:
+- `plausible`: a wrong entity of the same kind (another country's capital);
+- `implausible`: an entity of the wrong kind (the country's currency given as its capital);
+- `contradiction`: a true sentence that contradicts itself ("..., so it is not Paris").
+Quality is 1 for true answers, 0 for false ones. Dev and test halves are split by country.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sighead_eval.harness.confidence import binary_results
+from sighead_eval.harness.data import as_test_split, split_of
+from sighead_eval.sources import geography
+
+ERRORS = ("plausible", "implausible", "contradiction")
+QUESTIONS = {
+    "capital": "What is the capital of {country}?",
+    "currency": "What currency is used in {country}?",
+    "continent": "On which continent is {country}?",
+    "language": "Name an official language of {country}.",
+}
+# True answers: every phrasing states the same fact; {x} is the value, {c} the country, and the
+# verbose phrasing adds a true side remark ({side}).
+PHRASINGS = {
+    "capital": {
+        "bare": "{x}.",
+        "sentence": "The capital of {c} is {x}.",
+        "inverted": "{x} is the capital of {c}.",
+        "hedged": "I believe the capital of {c} is {x}.",
+        "verbose": "The capital of {c}, a country in {side}, is {x}.",
+    },
+    "currency": {
+        "bare": "The {x}.",
+        "sentence": "The currency of {c} is the {x}.",
+        "inverted": "The {x} is the currency used in {c}.",
+        "hedged": "I think {c} uses the {x}.",
+        "verbose": "In {c}, whose capital is {side}, people pay with the {x}.",
+    },
+    "continent": {
+        "bare": "{x}.",
+        "sentence": "{c} is in {x}.",
+        "inverted": "In {x}: that is where {c} lies.",
+        "hedged": "As far as I know, {c} is located in {x}.",
+        "verbose": "{c}, whose capital is {side}, is a country in {x}.",
+    },
+    "language": {
+        "bare": "{x}.",
+        "sentence": "An official language of {c} is {x}.",
+        "inverted": "{x} is an official language of {c}.",
+        "hedged": "I would say {x} is one of the official languages of {c}.",
+        "verbose": "In {c}, a country in {side}, {x} is an official language.",
+    },
+}
+CONTRADICTION = "{sentence_stem}, so it is not {x}."
+# For `implausible`: the kind of entity given instead (the country's own, so it is fluent text).
+WRONG_KIND = {"capital": "currency", "currency": "capital", "continent": "language", "language": "currency"}
+
+
+def _values(country: dict) -> dict[str, str | None]:
+    return {
+        "capital": (country["capitals"] or [None])[0],
+        "currency": (country["currencies"] or [None])[0],
+        "continent": country["region"] or None,
+        "language": (country["languages"] or [None])[0],
+    }
+
+
+def _side(kind: str, values: dict) -> str:
+    """The verbose phrasing's true side remark: the continent, or the capital."""
+    return values["continent"] if kind in ("capital", "language") else values["capital"]
+
+
+def _answer(kind: str, phrasing: str, value: str, country: str, side: str) -> str:
+    return PHRASINGS[kind][phrasing].format(x=value, c=country, side=side)
+
+
+def build_docs(seed: int = 0, phrasings_per_fact: int = 3) -> list[dict]:
+    """Per country and kind: `phrasings_per_fact` true phrasings (seeded choice), and one false
+    answer of each error type in a phrasing of its own."""
+    if not isinstance(phrasings_per_fact, int) or not 1 <= phrasings_per_fact <= 5:
+        raise ValueError(f"`phrasings_per_fact` should be an integer from 1 to 5, got {phrasings_per_fact!r}")
+    countries = geography()
+    values = {c["code"]: _values(c) for c in countries}
+    docs = []
+    for c in countries:
+        mine = values[c["code"]]
+        rng = random.Random(f"{seed}:{c['code']}")
+        for kind, question in QUESTIONS.items():
+            x = mine[kind]
+            if not x:
+                continue  # a country with no such fact
+            side = _side(kind, mine)
+            base = {
+                "type": kind,
+                "country": c["country"],
+                "question": question.format(country=c["country"]),
+                "split": split_of(f"sighead_geo_paraphrase/{c['code']}"),
+            }
+            chosen = rng.sample(list(PHRASINGS[kind]), phrasings_per_fact)
+            for phrasing in chosen:
+                docs.append({**base, "phrasing": phrasing, "error": "none", "correct": 1,
+                             "answer": _answer(kind, phrasing, x, c["country"], side)})  # fmt: skip
+            others = sorted({v[kind] for v in values.values() if v[kind] and v[kind] != x})
+            wrong = rng.choice(others)
+            phrasing = rng.choice(list(PHRASINGS[kind]))
+            docs.append({**base, "phrasing": phrasing, "error": "plausible", "correct": 0,
+                         "answer": _answer(kind, phrasing, wrong, c["country"], side)})  # fmt: skip
+            other_kind = mine[WRONG_KIND[kind]] or mine["capital"]
+            phrasing = rng.choice(["bare", "sentence", "inverted"])
+            docs.append({**base, "phrasing": phrasing, "error": "implausible", "correct": 0,
+                         "answer": _answer(kind, phrasing, other_kind, c["country"], side)})  # fmt: skip
+            stem = _answer(kind, "sentence", x, c["country"], side).rstrip(".")
+            negated = x if kind != "currency" else f"the {x}"
+            docs.append({**base, "phrasing": "sentence", "error": "contradiction", "correct": 0,
+                         "answer": CONTRADICTION.format(sentence_stem=stem, x=negated)})  # fmt: skip
+    for i, d in enumerate(docs):
+        d["id"] = f"{d['country']}-{d['type']}-{d['error']}-{d['phrasing']}-{i}"
+    # Interleave countries' documents so that `--limit N` takes a mix of kinds and errors.
+    rng = random.Random(seed)
+    rng.shuffle(docs)
+    return docs
+
+
+def dataset(seed: int = 0, phrasings_per_fact: int = 3, error: str | None = None, **kwargs):
+    """The documents; with `error`, the true answers and the false ones of that error type only."""
+    docs = build_docs(int(seed), int(phrasings_per_fact))
+    if error is not None:
+        if error not in ERRORS:
+            raise ValueError(f"sighead_geo_paraphrase: `error` should be one of {ERRORS}, got {error!r}")
+        docs = [d for d in docs if d["error"] in ("none", error)]
+    return as_test_split(docs)
+
+
+def process_results(doc, results):
+    return binary_results(results, bool(doc["correct"]))
