@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "early stopping with patience 3, at most 3 epochs, seed 0). "
         "Runs data-parallel under `accelerate launch`.",
     )
-    add_model_options(t, only=("model", "dtype"))
+    add_model_options(t, only=("model", "dtype", "device"))
     _add_dataclass_options(t, TrainConfig, skip=MODEL_OPTIONS)
     t.set_defaults(func=cmd_train)
 

@@ -159,7 +159,8 @@ def _softmax_scores(logits: torch.Tensor, targets: torch.Tensor, options: Scorin
         top_logp, top_ids, p_jump=options.p_jump, epsilon=options.epsilon, mode=options.dominant_mode
     )
     p = logp.exp()  # (n, V)
-    tempered_mass = p.pow(1.0 / CEILING_TEMPERATURE).sum(-1)  # (n,) for the ceiling's proposal
+    tempered = p.sqrt() if CEILING_TEMPERATURE == 2.0 else p.pow(1.0 / CEILING_TEMPERATURE)
+    tempered_mass = tempered.sum(-1)  # (n,) the ceiling's softmax proposal, before the dominant cut
     entropy = -p.mul_(logp).sum(-1)  # (n,)
     bad = ~torch.isfinite(entropy)
     if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows

@@ -475,3 +475,20 @@ def test_data_parallel_matches_one_process(tmp_path, tokenizer):
     assert two["world"] == 2 and one["world"] == 1
     assert two["tokens"] == one["tokens"]
     assert two["dev_after"]["dev_bce"] == pytest.approx(one["dev_after"]["dev_bce"], abs=1e-4)
+
+
+def test_training_on_an_explicit_device_and_the_option_on_the_command_line(tmp_path, tokenizer):
+    from sighead_eval.cli import build_parser
+
+    info = _run(_config(tmp_path, device="cpu", max_steps=2, epochs=1), tokenizer)
+    assert info["device"] == "cpu" and info["steps"] == 2
+    ns = build_parser().parse_args(["train", "--device", "cpu", "--dtype", "float32"])
+    assert ns.device == "cpu" and ns.dtype == "float32"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+def test_training_on_a_gpu_keeps_the_head_in_fp32_on_the_output_layers_device(tmp_path, tokenizer):
+    info = _run(_config(tmp_path, device="cuda", dtype="bfloat16", epochs=1), tokenizer)
+    assert info["device"].startswith("cuda")
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+    assert _head(tmp_path / "run").dtype == torch.float32

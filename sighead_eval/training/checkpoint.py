@@ -77,11 +77,11 @@ def save_checkpoint(out: Path, head: torch.Tensor, best_head: torch.Tensor, opti
     file written atomically."""
     from safetensors.torch import save_file
 
-    tensors = {"head": head.detach().contiguous(), "best_head": best_head.contiguous()}
+    tensors = {"head": head.detach().cpu().contiguous(), "best_head": best_head.cpu().contiguous()}
     scalars = {}
     for key, value in optimizer.state_dict()["state"].get(0, {}).items():
         if torch.is_tensor(value) and value.dim() > 0:
-            tensors[f"opt.{key}"] = value.contiguous()
+            tensors[f"opt.{key}"] = value.cpu().contiguous()
         else:
             scalars[key] = float(value)
     metadata = {k: json.dumps(v) for k, v in {**meta, "optimizer_scalars": scalars}.items()}
@@ -106,7 +106,7 @@ def load_checkpoint(out: Path, head: torch.Tensor, optimizer) -> tuple[LoopState
         state_dict = optimizer.state_dict()
         state_dict["state"] = {0: opt_state}
         optimizer.load_state_dict(state_dict)
-    return LoopState(**meta["state"]), tensors["best_head"]
+    return LoopState(**meta["state"]), tensors["best_head"].to(head.device)
 
 
 def append_log(out: Path, entry: dict) -> None:

@@ -125,6 +125,7 @@ class TrainConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the dev split, data order and negatives."})
     dtype: str = model_field("dtype")
+    device: str | None = model_field("device")
     init_from_lm_head: bool = field(
         default=True, metadata={"help": "Start the head as a copy of the LM head."}
     )
@@ -181,19 +182,21 @@ class TrainingError(RuntimeError):
     pass
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world) under `accelerate launch` or `torchrun`; the process group's backend follows
+    the training device: NCCL for CUDA tensors, gloo for CPU ones."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world
 
 
-def _generator(seed: int, *parts: int) -> torch.Generator:
-    g = torch.Generator()
+def _generator(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + sum(p * 7919**i for i, p in enumerate(parts, 1))) % (2**63))
     return g
 
@@ -232,11 +235,12 @@ class DevSet:
             batch = examples[i : i + config.batch_size]
             frozen = frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
             # Always the paper's negatives, whatever the training mode: dev BCE stays comparable.
-            generator = _generator(config.seed, DEV_SEED_PART, i)
+            generator = _generator(config.seed, DEV_SEED_PART, i, device=frozen.logits.device)
             neg, ok = draw_negatives(frozen, config, trainer.unigram, generator, "dominant")
             hidden.append(frozen.hidden.float())
             offset = trainer.layer.logit_offset(frozen.logits)
-            offsets.append(torch.zeros(frozen.targets.shape[0]) if offset is None else offset)
+            zeros = torch.zeros(frozen.targets.shape[0], device=frozen.targets.device)
+            offsets.append(zeros if offset is None else offset)
             targets.append(frozen.targets)
             negatives.append(neg)
             valid.append(ok)
@@ -267,7 +271,7 @@ class DevSet:
         labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
         return {
             "dev_bce": sum(losses) / sum(weights),
-            "dev_auroc": auroc(torch.cat([pos, neg]).numpy(), labels.numpy()),
+            "dev_auroc": auroc(torch.cat([pos, neg]).cpu().numpy(), labels.cpu().numpy()),
             "dev_mean_sigmoid_reference": float(torch.sigmoid(pos).mean()),
             "dev_mean_sigmoid_negative": float(torch.sigmoid(neg).mean()),
             "dev_positions": int(pos.shape[0]),
@@ -318,7 +322,12 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.records = records
-        self.rank, self.world = _distributed()
+        from ..models import resolve_device
+
+        self.device = torch.device(resolve_device(config.device))
+        self.rank, self.world = _distributed(self.device)
+        if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.out = ckpt.check_output_dir(
             Path(config.output_dir), config.recipe(), config.resume, config.overwrite
         )
@@ -337,9 +346,9 @@ class Trainer:
         config = self.config
         rows = load_records(records if records is not None else config.data, config.data_split)
         if model is None:
-            model, tokenizer = load_model(config.model, dtype=config.dtype)
-        elif config.dtype != "float32":
-            model = model.to(getattr(torch, config.dtype))
+            model, tokenizer = load_model(config.model, dtype=config.dtype, device=str(self.device))
+        else:
+            model = model.to(device=self.device, dtype=getattr(torch, config.dtype))
         model.eval().requires_grad_(False)
         self.base_name = getattr(model.config, "name_or_path", None) or config.model or "model"
         examples = encode_examples(model, tokenizer, rows, config.max_length, config.chat_template)
@@ -465,7 +474,8 @@ class Trainer:
             sync = n == len(mine) - 1
             with self.rows.no_sync() if (world > 1 and not sync) else nullcontext():
                 if bi is None:  # no batch for this process in a short last group: join the gradient sync
-                    loss, tokens = self.rows(torch.zeros(1, dtype=torch.long)).sum() * 0.0, 0
+                    nothing = torch.zeros(1, dtype=torch.long, device=self.device)
+                    loss, tokens = self.rows(nothing).sum() * 0.0, 0
                 else:
                     loss, tokens = self._batch_loss(bi, batches[bi])
                 if not torch.isfinite(loss):
@@ -488,7 +498,7 @@ class Trainer:
         if world > 1:
             import torch.distributed as dist
 
-            count = torch.tensor([step_tokens], dtype=torch.long)
+            count = torch.tensor([step_tokens], dtype=torch.long, device=self.device)
             dist.all_reduce(count)
             step_tokens = int(count.item())
         state.tokens += step_tokens
@@ -511,7 +521,7 @@ class Trainer:
         if self.dense:
             logits = self.layer.head_logits(hidden, None, base_logits=frozen.logits)  # (N, V)
             return full_vocab_loss(logits, frozen.targets)
-        generator = _generator(config.seed, epoch + 1, bi + 1)
+        generator = _generator(config.seed, epoch + 1, bi + 1, device=frozen.logits.device)
         negatives, valid = draw_negatives(
             frozen, config, self.unigram, generator, config.negatives, config.negative_top_p
         )
