@@ -174,6 +174,21 @@ def choose_on_dev(dev: TaskSamples) -> dict:
     return {"head": best(HEAD_CONFIDENCES), "baseline": best(RIVALS), "dev_auroc": auroc}
 
 
+def error_breakdown(ts: TaskSamples) -> dict:
+    """For tasks whose false outputs carry an `error` type (not 'none'): per error type, every
+    estimator's macro ROC-AUC and PRR over the true outputs and the false ones of that type."""
+    errors = sorted({str(d.get("error")) for d in ts.docs if d.get("error") not in (None, "none")})
+    out = {}
+    for error in errors:
+        keep = np.array([d.get("error") in ("none", error) for d in ts.docs], dtype=bool)
+        part = TaskSamples(
+            ts.task, [d for d, k in zip(ts.docs, keep) if k], ts.quality[keep],
+            {e: v[keep] for e, v in ts.confidence.items()}, [],
+        )  # fmt: skip
+        out[error] = {m: {e: per_type(part, e, m)["macro"] for e in part.estimators} for m in METRICS}
+    return out
+
+
 def calibration(dev: TaskSamples, test: TaskSamples) -> dict:
     """Per estimator, ECE and Brier on test: raw (probabilities only) and after Platt scaling
     fitted on dev (every estimator), so the calibrated columns compare like with like."""
@@ -264,6 +279,26 @@ def headline_table(report: dict) -> str:
             cells += [_cell(cal.get("ece")), _cell(cal.get("brier"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def error_table(report: dict) -> list[str]:
+    """Markdown lines: per task with error types, each estimator's macro ROC-AUC and PRR per type."""
+    lines = []
+    for task, table in report.get("errors", {}).items():
+        errors = list(table)
+        lines += [
+            f"## {_short(task)} by error type (test half: true outputs against the false ones of each type)",
+            "",
+        ]
+        head = ["estimator"] + [f"{e}: {label}" for e in errors for label in ("ROC-AUC", "PRR")]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for est in CONFIDENCES:
+            if est not in table[errors[0]]["auroc"]:
+                continue
+            cells = [_cell(table[e][m].get(est)) for e in errors for m in METRICS]
+            lines.append("| " + " | ".join([est, *cells]) + " |")
+        lines.append("")
+    return lines
 
 
 def calibration_table(report: dict) -> list[str]:
@@ -359,6 +394,7 @@ def markdown(report: dict) -> str:
             "",
             *calibration_table(report),
             "",
+            *error_table(report),
             "## Exploration (test half, every head aggregation against every baseline, not corrected)",
         ]
     for task in report["tasks"]:
@@ -514,6 +550,8 @@ def run_compare(
         }
         per_task = [subset(ts, "test") for ts in per_task]
     report["tasks"] = [compare_task(ts, bootstrap, seed) for ts in per_task]
+    errors = {ts.task: error_breakdown(ts) for ts in per_task}
+    report["errors"] = {task: table for task, table in errors.items() if table}
     write_atomic(out_dir / "table.json", json.dumps(report, indent=1))
     text = markdown(report)
     write_atomic(out_dir / "table.md", text)

@@ -224,3 +224,22 @@ def test_the_report_labels_exploration_and_quotes_its_own_numbers():
     assert "| sigmoid_mean |" in text and " H |" in text and " B |" in text
     for row in pre["rows"]:
         assert f"{row['diff']:+.3f}" in text and f"{row['p_holm']:.3f}" in text
+
+
+def test_error_types_are_reported_each_against_the_true_outputs():
+    ts = synthetic(n_per_type=90)
+    for i, d in enumerate(ts.docs):
+        d["error"] = "none" if ts.quality[i] == 1 else ("plausible" if i % 2 else "implausible")
+    # the head tells true from implausible perfectly, and plausible not at all
+    implausible = np.array([d["error"] == "implausible" for d in ts.docs])
+    ts.confidence["sigmoid_mean"] = np.where(
+        implausible, -5.0, np.random.default_rng(42).random(ts.quality.size)
+    )
+    table = compare.error_breakdown(ts)
+    assert set(table) == {"implausible", "plausible"}
+    assert table["implausible"]["auroc"]["sigmoid_mean"] == pytest.approx(1.0)
+    assert 0.3 < table["plausible"]["auroc"]["sigmoid_mean"] < 0.7
+    report = {"errors": {"sighead_x": table}}
+    lines = compare.error_table(report)
+    assert lines[0].startswith("## x by error type") and any("| sigmoid_mean | " in line for line in lines)
+    assert compare.error_breakdown(synthetic()) == {}  # no error types: no table
