@@ -75,11 +75,15 @@ def test_demo_runs_the_offline_tasks_on_the_default_model(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "sigmoid_mean" in printed and "(* best in its column)" in printed
     table = (tmp_path / "table.md").read_text()
-    for task in ("geo_qa", "arith", "wiki_facts"):
+    for task in ("geo_qa", "arith", "wiki_facts", "geo_paraphrase"):
         assert f"{task}: ROC-AUC" in table
     assert "| sigmoid_prod |" in table and "| boostedprob_mean |" in table and "| length |" in table
     results = json.loads((tmp_path / "lm_eval_results.json").read_text())
-    assert len(results["samples"]["sighead_wiki_facts"]) == 12 * 12  # 12 samples x 12 estimators
+    from sighead_eval.estimators import CONFIDENCES
+
+    assert "| ceiling_min |" in table
+    # 12 samples x every estimator's filter pipeline
+    assert len(results["samples"]["sighead_wiki_facts"]) == 12 * len(CONFIDENCES)
     assert (
         "adapter=" in results["config"]["model_args"]
         and "smollm2-135m-instruct-wiki" in results["config"]["model_args"]
