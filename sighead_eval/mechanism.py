@@ -200,7 +200,6 @@ def table(results: dict[str, Scores], p: np.ndarray, valid: np.ndarray) -> dict:
     ctx, tok, seq_valid = sequences(p, valid)
     rows = {}
     for name, sc in results.items():
-        row = {}
         for estimator in ("sigmoid", "softmax", "boostedprob"):
             if name != "paper" and estimator != "sigmoid":
                 continue  # the baselines do not depend on the training recipe
@@ -216,8 +215,7 @@ def table(results: dict[str, Scores], p: np.ndarray, valid: np.ndarray) -> dict:
             tokens = s[ctx, tok]  # (n, 3)
             cells["sequence prod"] = _auroc(np.prod(tokens, 1), seq_valid)
             cells["sequence min"] = _auroc(tokens.min(1), seq_valid)
-            row[key] = cells
-        rows.update(row)
+            rows[key] = cells
     return rows
 
 

@@ -138,11 +138,10 @@ def token_scores(
     for start in range(0, max(logits.shape[0], 1), CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
         part = _softmax_scores(logits[rows], targets[rows], options)
+        lse = part.pop("_lse")
         if head is not None:
-            lse = part.pop("_lse")
-            offset = head.logit_offset(log_normalizer=lse) if head.active_offset() != "none" else None
+            offset = head.logit_offset(log_normalizer=lse)  # None for the paper's head
             part["sigmoid"] = F.logsigmoid(head.head_logits(hidden[rows], targets[rows], offset=offset))
-        part.pop("_lse", None)
         parts.append(part)
     if len(parts) == 1:
         return parts[0]
@@ -177,7 +176,7 @@ def _softmax_scores(logits: torch.Tensor, targets: torch.Tensor, options: Scorin
         "dominant_size": sets.size.float(),
         "dominant_mass": sets.mass,
         # the log-sum-exp, for the head's offset: logit minus log probability of the argmax
-        "_lse": logits.float().gather(-1, top_ids[:, :1]).squeeze(-1) - top_logp[:, 0],
+        "_lse": logits.gather(-1, top_ids[:, :1]).squeeze(-1).float() - top_logp[:, 0],
     }
 
 
@@ -344,8 +343,9 @@ def _uses_chat_template(tokenizer, options: ScoringOptions) -> bool:
 
 
 def _check_token_ids(ids, vocab: int, index: int, key: str) -> None:
-    integers = all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ids)
-    if not isinstance(ids, (list, tuple)) or not integers:
+    if not isinstance(ids, (list, tuple)) or not all(
+        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ids
+    ):
         raise TypeError(f"record {index}: `{key}` should be a list of integer token ids")
     bad = [t for t in ids if not 0 <= t < vocab]
     if bad:

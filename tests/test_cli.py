@@ -145,3 +145,9 @@ def test_token_ids_outside_the_vocabulary_are_refused(model_dir):
         record = {"prompt_token_ids": [1, 2], "response": "x", key: value}
         with pytest.raises(ValueError, match=f"record 0: `{key}` holds ids outside the model's vocabulary"):
             encode_records(model, tok, [record], ScoringOptions(), True)
+    with pytest.raises(
+        TypeError, match="record 0: `response_token_ids` should be a list of integer token ids"
+    ):
+        encode_records(
+            model, tok, [{"prompt": "a", "response": "x", "response_token_ids": 7}], ScoringOptions(), True
+        )

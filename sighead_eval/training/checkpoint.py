@@ -8,7 +8,6 @@ a moment without a complete checkpoint on disk.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -166,7 +165,3 @@ those negatives. Neither measures quality estimation on model outputs; see the e
     if info.get("recipe_command"):
         card += f"\n## Reproduce\n\n```bash\n{info['recipe_command']}\n```\n"
     write_atomic(out / CARD, card)
-
-
-def asdict(state: LoopState) -> dict:
-    return dataclasses.asdict(state)

@@ -414,7 +414,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         started = time.time()
-        config, state = self.config, self.state
+        config = self.config
         self._start_or_resume()
         state = self.state
         bar = tqdm(
