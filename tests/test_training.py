@@ -432,11 +432,7 @@ def test_log_softmax_offset_head_starts_at_the_softmax_and_trains(tmp_path, toke
 
 
 def test_cached_hidden_states_skip_the_forward_pass_after_the_first_epoch(tmp_path, tokenizer, monkeypatch):
-    from sighead_eval.training import trainer as t
-
-    seen = []  # examples each frozen pass ran the model on
-    real = t.frozen_pass
-    monkeypatch.setattr(t, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    seen = _count_frozen_passes(monkeypatch)
     info = _run(_config(tmp_path, cache_hidden=True, epochs=3, eval_every=None), tokenizer)
     assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
     assert sum(seen) == info["n_dev"] + info["n_train"]  # three epochs, one forward pass per example
@@ -445,6 +441,80 @@ def test_cached_hidden_states_skip_the_forward_pass_after_the_first_epoch(tmp_pa
     assert sum(seen) == info["n_dev"] + 3 * info["n_train"]
     _run(_config(tmp_path, name="again", cache_hidden=True, epochs=3, eval_every=None), tokenizer)
     assert torch.equal(_head(tmp_path / "run"), _head(tmp_path / "again"))  # seeded, cache or not
+
+
+def _count_frozen_passes(monkeypatch) -> list[int]:
+    from sighead_eval.training import cache as c
+    from sighead_eval.training import trainer as t
+
+    seen = []  # examples each frozen pass ran the model on
+    real = t.frozen_pass
+    for module in (t, c):
+        monkeypatch.setattr(module, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    return seen
+
+
+def test_the_cache_directory_is_resumed_reused_and_guarded(tmp_path, tokenizer, monkeypatch):
+    """Written shard by shard; a missing shard (an interrupted pass) is the only one recomputed; a
+    run with another learning rate and offset reuses everything, dev set included; runs whose
+    negatives would differ, or that plan more epochs than it holds, are refused."""
+    from sighead_eval.training import cache as c
+
+    monkeypatch.setattr(c, "SHARD", 8)
+    seen = _count_frozen_passes(monkeypatch)
+    cache = tmp_path / "cache"
+    info = _run(_config(tmp_path, cache_dir=str(cache), epochs=2, eval_every=None), tokenizer)
+    assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
+    shards = sorted(cache.glob("shard-*.safetensors"))
+    assert len(shards) == math.ceil(info["n_train"] / 8) and (cache / "dev.safetensors").is_file()
+    assert sum(seen) == info["n_dev"] + info["n_train"]
+    shards[1].unlink()  # as if the pass had stopped there
+    seen.clear()
+    again = _config(tmp_path, name="again", cache_dir=str(cache), epochs=2, lr=3e-2, offset="log_softmax")
+    _run(again, tokenizer)
+    assert sum(seen) == 8  # the one missing shard
+    seen.clear()
+    _run(_config(tmp_path, name="third", cache_dir=str(cache), epochs=1, lr=3e-2), tokenizer)
+    assert seen == []
+    with pytest.raises(c.CacheError, match=r"differs in \['num_negatives'\]"):
+        _run(_config(tmp_path, name="other", cache_dir=str(cache), num_negatives=4), tokenizer)
+    with pytest.raises(c.CacheError, match="holds negatives for 2 epochs and this run plans 3"):
+        _run(_config(tmp_path, name="longer", cache_dir=str(cache), epochs=3), tokenizer)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    with pytest.raises(c.CacheError, match="not empty and holds no cache.json"):
+        _run(_config(tmp_path, name="junk-run", cache_dir=str(tmp_path / "junk")), tokenizer)
+
+
+def test_cached_negatives_are_drawn_from_the_full_distribution_per_epoch(tmp_path, tokenizer):
+    """Each epoch's cached negatives avoid the reference and the dominant set computed from the
+    position's full softmax, are distinct within each half, and differ between epochs."""
+    from sighead_eval.frozen import frozen_pass
+    from sighead_eval.training.negatives import excluded_tokens
+
+    trainer = Trainer(
+        _config(tmp_path, cache_hidden=True, epochs=2),
+        build_model("llama"),
+        tokenizer,
+        RECORDS,
+        progress=False,
+    )
+    trainer.build_cache()
+    cache, examples = trainer.cache, trainer.train_set[:3]
+    frozen = frozen_pass(trainer.model, [e.ids for e in examples], [e.start for e in examples], trainer.pad)
+    sets = dominant_tokens(torch.log_softmax(frozen.logits.float(), -1))
+    excluded = excluded_tokens(sets, frozen.targets, frozen.logits.shape[1])
+    rows = cache.rows([0, 1, 2])
+    assert torch.equal(cache.targets[rows], frozen.targets)
+    torch.testing.assert_close(cache.hidden[rows].float(), frozen.hidden.float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(cache.log_normalizers[rows], torch.logsumexp(frozen.logits.float(), -1))
+    for epoch in range(2):
+        negatives = cache.negatives[epoch][rows].long()
+        assert not excluded.gather(1, negatives).any()
+        assert all(len(set(r[:5].tolist())) == 5 for r in negatives)
+    assert not torch.equal(cache.negatives[0], cache.negatives[1])
+    loss, positions = cache.loss([0, 1, 2], epoch=1)
+    assert positions == rows.numel() and torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("mode", ["random", "full"])

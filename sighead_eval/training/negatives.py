@@ -85,7 +85,11 @@ def _draw(proposal: torch.Tensor, excluded: torch.Tensor, k: int, generator: tor
     """
     if k == 0:
         return torch.empty((proposal.shape[0], 0), dtype=torch.long, device=proposal.device)
-    q = proposal.clamp_min(_FLOOR).masked_fill_(excluded, 0.0)  # (N, V)
+    return _draw_from(proposal.clamp_min(_FLOOR).masked_fill_(excluded, 0.0), k, generator)
+
+
+def _draw_from(q: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """`_draw` from a prepared proposal `q` (N, V), excluded tokens already zeroed."""
     draws = torch.multinomial(q, 4 * k, replacement=True, generator=generator)  # (N, 4k)
     out, short = _first_k_distinct(draws, torch.ones_like(draws, dtype=torch.bool), k)
     if short.any():
@@ -125,6 +129,38 @@ def sample_negatives(
 
     `exclude_top_p` > 0 also keeps the softmax's top-p set (at most `TOP_P_MAX` tokens) out of the
     negatives: softer negatives for plausible tokens the dominant rule does not cover."""
+    [(negatives, valid)] = sample_negative_rounds(
+        logits,
+        targets,
+        rounds=1,
+        k=k,
+        mode=mode,
+        sets=sets,
+        unigram=unigram,
+        unigram_share=unigram_share,
+        temperature=temperature,
+        generator=generator,
+        exclude_top_p=exclude_top_p,
+    )
+    return negatives, valid
+
+
+def sample_negative_rounds(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    rounds: int,
+    k: int = 10,
+    mode: str = "dominant",
+    sets: DominantSets | None = None,
+    unigram: torch.Tensor | None = None,
+    unigram_share: float = 0.5,
+    temperature: float = 2.0,
+    generator: torch.Generator | None = None,
+    exclude_top_p: float = 0.0,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`rounds` independent draws of `sample_negatives` (one per planned epoch, say), drawn one
+    after the other from `generator`; the excluded sets and the proposals are computed once."""
     if mode not in ("dominant", "mixed", "random"):
         raise ValueError(f"`mode` should be 'dominant', 'mixed' or 'random' for sampling, got {mode!r}")
     if not isinstance(k, int) or k < 1:
@@ -132,9 +168,12 @@ def sample_negatives(
     n, vocab = logits.shape
     if mode == "random":
         excluded = excluded_tokens(None, targets, vocab)
-        uniform = torch.ones((n, vocab), device=logits.device)
-        negatives = _draw(uniform, excluded, k, generator)
-        return negatives, torch.ones_like(negatives, dtype=torch.bool)
+        q = torch.ones((n, vocab), device=logits.device).masked_fill_(excluded, 0.0)
+        out = []
+        for _ in range(rounds):
+            negatives = _draw_from(q, k, generator)
+            out.append((negatives, torch.ones_like(negatives, dtype=torch.bool)))
+        return out
     if (mode == "dominant" and sets is None) or unigram is None:
         raise ValueError(
             "dominant-excluded sampling needs the dominant `sets` and the `unigram` distribution"
@@ -145,12 +184,20 @@ def sample_negatives(
     if exclude_top_p > 0:
         excluded |= top_p_set(logits, exclude_top_p)
     k_uni = round(k * unigram_share)
-    from_unigram = _draw_shared(unigram.to(logits.device), excluded, k_uni, generator)  # (N, k_u)
     tempered = torch.softmax(logits.float() / temperature, dim=-1)  # (N, V)
-    from_softmax = _draw(tempered, excluded, k - k_uni, generator)  # (N, k_s)
-    negatives = torch.cat([from_unigram, from_softmax], dim=1)  # (N, K)
-    valid = torch.ones_like(negatives, dtype=torch.bool)
-    if k_uni and k - k_uni:
-        dup = (from_softmax.unsqueeze(-1) == from_unigram.unsqueeze(1)).any(-1)  # (N, k_s)
-        valid[:, k_uni:] = ~dup
-    return negatives, valid
+    q = tempered.clamp_min_(_FLOOR).masked_fill_(excluded, 0.0) if k - k_uni else None
+    out = []
+    for _ in range(rounds):
+        from_unigram = _draw_shared(unigram.to(logits.device), excluded, k_uni, generator)  # (N, k_u)
+        from_softmax = (
+            _draw_from(q, k - k_uni, generator)
+            if q is not None
+            else torch.empty((n, 0), dtype=torch.long, device=logits.device)
+        )  # (N, k_s)
+        negatives = torch.cat([from_unigram, from_softmax], dim=1)  # (N, K)
+        valid = torch.ones_like(negatives, dtype=torch.bool)
+        if k_uni and k - k_uni:
+            dup = (from_softmax.unsqueeze(-1) == from_unigram.unsqueeze(1)).any(-1)  # (N, k_s)
+            valid[:, k_uni:] = ~dup
+        out.append((negatives, valid))
+    return out

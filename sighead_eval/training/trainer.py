@@ -10,6 +10,8 @@ Checkpoints (head, optimizer moments, early-stopping state) are one safetensors 
 atomically (`checkpoint.py`). Data-parallel under `accelerate launch` or
 `torchrun`: each process takes every `world`-th batch of an optimizer step and the sparse
 gradients are averaged (DDP, gloo on CPU).
+With `cache_hidden`, one frozen pass keeps what every epoch needs, its negatives included, and
+epochs run over that cache without the model (`cache.py`).
 
 Recipes tried and their figures are in the shipped adapter's card and the README, not here.
 """
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..adapter.config import OFFSETS
 from ..dominant import check_rule, dominant_tokens
-from ..frozen import frozen_pass, unwrap
+from ..files import atomic_path
+from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
 from .data import Example, encode_examples, load_records, split_dev
@@ -70,9 +72,16 @@ class TrainConfig:
     cache_hidden: bool = field(
         default=False,
         metadata={
-            "help": "Keep each training example's head inputs in memory (fp16, about 1.2 KB per token for a "
-            "576-wide model) after its first forward pass: later epochs recompute logits, dominant sets and "
-            "fresh negatives from the cache instead of running the frozen model again."
+            "help": "Run the frozen model once: keep every response position's head input (fp16) and every "
+            "planned epoch's negatives, drawn then from the full softmax, in memory (about 1.4 KB a position "
+            "for a 576-wide model, 3 epochs); epochs then run over the cache without the model."
+        },
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also write the cached frozen pass here (implies cache_hidden), shard by shard: an "
+            "interrupted pass resumes, and runs with the same model, data and negatives reuse it."
         },
     )
     dev_fraction: float = field(default=0.05, metadata={"help": "Share of examples held out for dev."})
@@ -130,6 +139,13 @@ class TrainConfig:
         default=True, metadata={"help": "Start the head as a copy of the LM head."}
     )
     storage_dtype: str = field(default="float32", metadata={"help": "Dtype of the saved weights file."})
+    snapshots: bool = field(
+        default=False,
+        metadata={
+            "help": "Also keep the head of every evaluation as an adapter (fp16) in "
+            "output_dir/snapshots/tokens-N/, for curves of any task against tokens trained."
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an adapter already in output_dir."})
 
@@ -165,7 +181,7 @@ class TrainConfig:
 
     def recipe(self) -> dict:
         """The settings that define the trained head (not where it goes or how the run is resumed)."""
-        skip = {"output_dir", "resume", "overwrite", "storage_dtype"}
+        skip = {"output_dir", "resume", "overwrite", "storage_dtype", "cache_dir", "snapshots"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -182,17 +198,15 @@ class TrainingError(RuntimeError):
     pass
 
 
-def _distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world) under `accelerate launch` or `torchrun`; the process group's backend follows
-    the training device: NCCL for CUDA tensors, gloo for CPU ones."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch.distributed as dist
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world, device) under `accelerate launch` or `torchrun`. accelerate sets up the process
+    group: NCCL with each process on its own GPU (`cuda:LOCAL_RANK`), gloo on the CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    from accelerate import PartialState
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world
+    state = PartialState(cpu=device.type == "cpu")
+    return state.process_index, state.num_processes, state.device if device.type != "cpu" else device
 
 
 def _generator(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -226,11 +240,33 @@ def draw_negatives(frozen, config: TrainConfig, unigram, generator, mode: str, t
 
 
 class DevSet:
-    """Dev positions computed once: head inputs, references, fixed negatives and the head's offset."""
+    """Dev positions computed once: head inputs, references, fixed negatives and the LM's
+    log-sum-exp (the 'log_softmax' offset's term). With a cache directory they are kept there
+    (`dev.safetensors`) and read back by later runs."""
+
+    FIELDS = ("hidden", "targets", "negatives", "valid", "log_normalizers")
 
     def __init__(self, trainer: Trainer, examples: list[Example]):
+        self.layer = trainer.layer
+        path = Path(trainer.config.cache_dir) / "dev.safetensors" if trainer.config.cache_dir else None
+        if path is not None and path.exists():
+            from safetensors.torch import load_file
+
+            saved = load_file(str(path), device=str(trainer.device))
+            for name in self.FIELDS:
+                setattr(self, name, saved[name])
+            return
+        self._compute(trainer, examples)
+        if path is not None and trainer.rank == 0:
+            from safetensors.torch import save_file
+
+            with atomic_path(path) as tmp:
+                save_file({name: getattr(self, name).contiguous().cpu() for name in self.FIELDS}, str(tmp))
+
+    @torch.no_grad()
+    def _compute(self, trainer: Trainer, examples: list[Example]) -> None:
         config = trainer.config
-        hidden, targets, negatives, valid, offsets = [], [], [], [], []
+        hidden, targets, negatives, valid, lse = [], [], [], [], []
         for i in range(0, len(examples), config.batch_size):
             batch = examples[i : i + config.batch_size]
             frozen = frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
@@ -238,18 +274,15 @@ class DevSet:
             generator = _generator(config.seed, DEV_SEED_PART, i, device=frozen.logits.device)
             neg, ok = draw_negatives(frozen, config, trainer.unigram, generator, "dominant")
             hidden.append(frozen.hidden.float())
-            offset = trainer.layer.logit_offset(frozen.logits)
-            zeros = torch.zeros(frozen.targets.shape[0], device=frozen.targets.device)
-            offsets.append(zeros if offset is None else offset)
+            lse.append(torch.logsumexp(frozen.logits.float(), -1))
             targets.append(frozen.targets)
             negatives.append(neg)
             valid.append(ok)
-        self.layer = trainer.layer
         self.hidden = torch.cat(hidden)  # (N, H)
         self.targets = torch.cat(targets)  # (N,)
         self.negatives = torch.cat(negatives)  # (N, K)
         self.valid = torch.cat(valid)  # (N, K)
-        self.offsets = torch.cat(offsets)  # (N,)
+        self.log_normalizers = torch.cat(lse)  # (N,)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -260,7 +293,8 @@ class DevSet:
         for i in range(0, self.hidden.shape[0], 4096):
             s = slice(i, i + 4096)
             ids = torch.cat([self.targets[s].unsqueeze(1), self.negatives[s]], dim=1)  # (n, 1+K)
-            logits = self.layer.head_logits(self.hidden[s], ids, offset=self.offsets[s])
+            offset = self.layer.logit_offset(log_normalizer=self.log_normalizers[s])
+            logits = self.layer.head_logits(self.hidden[s], ids, offset=offset)
             loss = sigmoid_head_loss(logits, self.valid[s])
             n = self.valid[s].sum().item() + self.targets[s].shape[0]
             losses.append(loss.item() * n)
@@ -278,40 +312,6 @@ class DevSet:
         }
 
 
-class HiddenCache:
-    """Per-example head inputs (fp16) and targets, kept after an example's first frozen pass. Logits
-    are recomputed from them with the frozen LM head, so later epochs skip the model's forward pass.
-    Every batch, first pass included, is built from the fp16-rounded states: a resumed run (whose
-    cache starts empty) trains exactly as an uninterrupted one."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def frozen(self, indices: list[int], batch: list[Example], pad: int):
-        from ..frozen import FrozenOutputs, base_head
-
-        missing = [j for j, i in enumerate(indices) if i not in self.store]
-        if missing:
-            part = [batch[j] for j in missing]
-            fresh = frozen_pass(self.model, [e.ids for e in part], [e.start for e in part], pad)
-            if getattr(unwrap(self.model), "_sighead_fast_logits_ok", None) is not True:
-                raise TrainingError(
-                    "`cache_hidden` needs a model whose logits are a linear map of the head input; this one "
-                    "has a logits bias or soft-capping. Train without --cache-hidden."
-                )
-            offset = 0
-            for j, n in zip(missing, fresh.counts):
-                h = fresh.hidden[offset : offset + n].to(torch.float16)
-                self.store[indices[j]] = (h, fresh.targets[offset : offset + n])
-                offset += n
-        hidden = torch.cat([self.store[i][0] for i in indices]).float()
-        targets = torch.cat([self.store[i][1] for i in indices])
-        logits = F.linear(hidden, base_head(self.model).weight)
-        counts = [self.store[i][1].shape[0] for i in indices]
-        return FrozenOutputs(hidden=hidden, logits=logits, targets=targets, counts=counts)
-
-
 class Trainer:
     """One training run: the frozen model with its head, the data, the optimizer and the loop state.
 
@@ -324,10 +324,13 @@ class Trainer:
         self.records = records
         from ..models import resolve_device
 
-        self.device = torch.device(resolve_device(config.device))
-        self.rank, self.world = _distributed(self.device)
-        if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        requested = resolve_device(config.device)
+        # 'auto' spreads the frozen model over the GPUs (device_map='auto'); the head follows the
+        # output layer, whose device is known once the model is loaded.
+        self.device = torch.device("cuda" if requested == "auto" else requested)
+        self.rank, self.world, self.device = _distributed(self.device)
+        if requested == "auto" and self.world > 1:
+            raise ValueError("device 'auto' (one model over several GPUs) runs in one process, not under DDP")
         self.out = ckpt.check_output_dir(
             Path(config.output_dir), config.recipe(), config.resume, config.overwrite
         )
@@ -336,17 +339,22 @@ class Trainer:
         self._attach_head()
         self.state = ckpt.LoopState()
         self.best_head: torch.Tensor | None = None
-        self.cache = HiddenCache(self.peft_model) if config.cache_hidden else None
+        self.cache = None  # the cached frozen pass, built when training starts (`build_cache`)
 
     # -- setting up ------------------------------------------------------------------------------
     def _load(self, model, tokenizer, records) -> None:
-        from ..models import load_model
+        from ..models import load_model, resolve_device
         from ..scoring import padding_id
 
         config = self.config
         rows = load_records(records if records is not None else config.data, config.data_split)
         if model is None:
-            model, tokenizer = load_model(config.model, dtype=config.dtype, device=str(self.device))
+            auto = resolve_device(config.device) == "auto"
+            model, tokenizer = load_model(
+                config.model, dtype=config.dtype, device="auto" if auto else str(self.device)
+            )
+            if auto:
+                self.device = model.get_output_embeddings().weight.device
         else:
             model = model.to(device=self.device, dtype=getattr(torch, config.dtype))
         model.eval().requires_grad_(False)
@@ -380,6 +388,15 @@ class Trainer:
         vocab = self.head.weight.shape[0]
         targets = (e.ids[e.start :] for e in self.train_set)
         self.unigram = unigram_distribution(targets, vocab, self.tokenizer.pad_token_id)
+        self.cache_epochs = None  # epochs a cache directory's negatives cover
+        if config.cache_dir:
+            from .cache import cache_key, claim
+
+            self.cache_epochs = claim(Path(config.cache_dir), cache_key(self), config.epochs, self.rank)
+            if self.world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
         self.dev = DevSet(self, self.dev_examples)
         self.dense = config.negatives == "full"
         optimizer = torch.optim.Adam if self.dense else torch.optim.SparseAdam
@@ -393,6 +410,15 @@ class Trainer:
         self.n_batches = math.ceil(len(self.train_set) / config.batch_size)
         steps_per_epoch = math.ceil(self.n_batches / config.grad_accum)
         self.total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
+
+    def build_cache(self) -> None:
+        """The frozen pass over the training examples, once (see `cache.py`); a no-op without
+        `cache_hidden`/`cache_dir` or when it is built already."""
+        from .cache import FrozenCache
+
+        config = self.config
+        if self.cache is None and (config.cache_hidden or config.cache_dir):
+            self.cache = FrozenCache(self, self.train_set, config.cache_dir, self.progress)
 
     def _start_or_resume(self) -> None:
         if self.config.resume:
@@ -415,6 +441,7 @@ class Trainer:
 
         started = time.time()
         config = self.config
+        self.build_cache()
         self._start_or_resume()
         state = self.state
         bar = tqdm(
@@ -506,11 +533,10 @@ class Trainer:
 
     def _batch_loss(self, bi: int, indices: list[int]) -> tuple[torch.Tensor, int]:
         """(loss, trained tokens) of batch `bi`: the frozen pass (or the cache), then the head's loss."""
-        batch = [self.train_set[i] for i in indices]
         if self.cache is not None:
-            frozen = self.cache.frozen(indices, batch, self.pad)
-        else:
-            frozen = frozen_pass(self.model, [e.ids for e in batch], [e.start for e in batch], self.pad)
+            return self.cache.loss(indices, self.state.epoch, self.rows)
+        batch = [self.train_set[i] for i in indices]
+        frozen = frozen_pass(self.model, [e.ids for e in batch], [e.start for e in batch], self.pad)
         return self.head_loss(frozen, self.state.epoch, bi), frozen.targets.shape[0]
 
     def head_loss(self, frozen, epoch: int, bi: int) -> torch.Tensor:
@@ -532,6 +558,11 @@ class Trainer:
     def _log(self, entry: dict) -> None:
         if self.rank == 0:
             ckpt.append_log(self.out, entry)
+            if self.config.snapshots:
+                from ..models import save_adapter
+
+                self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
+                save_adapter(self.peft_model, self.out / "snapshots" / f"tokens-{entry['tokens']:010d}")
 
     def _evaluate_and_checkpoint(self, bar) -> bool:
         """Evaluates on dev, keeps the best head, checkpoints; True when early stopping says stop."""
