@@ -196,6 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples")
     c.set_defaults(func=cmd_compare)
 
+    cv = sub.add_parser(
+        "curves",
+        help="Score many heads (trained adapters, `train --snapshots` runs) on one frozen pass over saved "
+        "task outputs: macro ROC-AUC/PRR per task against tokens trained",
+        description="Reads the outputs a `compare` or `demo` run saved (lm_eval_results.json), runs the "
+        "frozen model once over one half of them, then scores every head with one dot product a token. "
+        "Writes curves.md, curves.json and curves.png.",
+    )
+    cv.add_argument("runs", nargs="+", help="Adapter directories or `train --snapshots` output directories")
+    cv.add_argument("--outputs", required=True, help="lm_eval_results.json of a compare or demo run")
+    cv.add_argument("--split", default="dev", choices=["dev", "test", "all"], help="Which half to score")
+    cv.add_argument("--tasks", default=None, help="Comma-separated tasks (default: every task in --outputs)")
+    cv.add_argument("--model", default=None, help="Base model of the saved run (default: the embedded one)")
+    cv.add_argument("--batch-size", type=int, default=8, help="Frozen-pass batch size")
+    cv.add_argument("--output", default=None, help="Results folder (default: results/curves/<split>)")
+    cv.set_defaults(func=cmd_curves)
+
     mech = sub.add_parser(
         "mechanism",
         help="The mechanism experiment: a synthetic language with known validity, a head trained by the "
@@ -228,6 +245,14 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         batch_size=ns.batch_size,
         rescore=ns.rescore,
     )
+    return 0
+
+
+def cmd_curves(ns: argparse.Namespace) -> int:
+    from .curves import run_curves
+
+    tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
+    run_curves(ns.outputs, ns.runs, ns.split, tasks, ns.model, ns.output, ns.batch_size)
     return 0
 
 

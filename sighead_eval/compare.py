@@ -445,34 +445,39 @@ def markdown(report: dict) -> str:
 
 
 # -- runs -----------------------------------------------------------------------------------------
+def saved_records(saved: dict, name: str, model, tokenizer) -> list[dict]:
+    """Scoring records (prompt and response token ids) of task `name`'s saved outputs, one per
+    document in doc order, tokenised as the `sighead` lm-eval model tokenised them."""
+    from .frozen import unwrap
+    from .scoring import fit_response, model_context_length
+
+    first = sorted(
+        (s for s in saved["samples"][name] if s["filter"] == "sigmoid_mean"), key=lambda s: s["doc_id"]
+    )
+    records = []
+    for s in first:
+        args = s["arguments"]
+        context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
+        # As HFLM encodes a context: special tokens as the tokenizer adds them, unless the
+        # (chat-templated) text already starts with the BOS token.
+        bos = tokenizer.bos_token
+        special = not (bos and context.startswith(bos))
+        ids = tokenizer(context, add_special_tokens=special)["input_ids"]
+        response = judged(s)["response"]
+        cont = tokenizer(response, add_special_tokens=False)["input_ids"]
+        ids, cont = fit_response(ids, cont, model_context_length(unwrap(model)))
+        records.append({"prompt_token_ids": ids, "response": response, "response_token_ids": cont})
+    return records
+
+
 def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[TaskSamples]:
     """Scores the saved outputs of an earlier run with `model` (its current head)."""
-    from .frozen import unwrap
-    from .scoring import fit_response, model_context_length, score
+    from .scoring import score
 
     out = []
     for name in names:
         base = task_samples(name, saved["samples"][name])
-        first = sorted(
-            (s for s in saved["samples"][name] if s["filter"] == "sigmoid_mean"), key=lambda s: s["doc_id"]
-        )
-        records = []
-        for s in first:
-            context = (
-                s["arguments"][0][0]
-                if isinstance(s["arguments"], list)
-                else s["arguments"]["gen_args_0"]["arg_0"]
-            )
-            # As HFLM encodes a context: special tokens as the tokenizer adds them, unless the
-            # (chat-templated) text already starts with the BOS token.
-            bos = tokenizer.bos_token
-            special = not (bos and context.startswith(bos))
-            ids = tokenizer(context, add_special_tokens=special)["input_ids"]
-            response = judged(s)["response"]
-            cont = tokenizer(response, add_special_tokens=False)["input_ids"]
-            ids, cont = fit_response(ids, cont, model_context_length(unwrap(model)))
-            records.append({"prompt_token_ids": ids, "response": response, "response_token_ids": cont})
-        scored = score(model, tokenizer, records, options)
+        scored = score(model, tokenizer, saved_records(saved, name, model, tokenizer), options)
         confs = {}
         for e in CONFIDENCES:
             values = [confidence(r.sequence_scores(), len(r.token_ids), e) for r in scored]

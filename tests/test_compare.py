@@ -243,3 +243,45 @@ def test_error_types_are_reported_each_against_the_true_outputs():
     lines = compare.error_table(report)
     assert lines[0].startswith("## x by error type") and any("| sigmoid_mean | " in line for line in lines)
     assert compare.error_breakdown(synthetic()) == {}  # no error types: no table
+
+
+def test_curves_score_heads_as_the_engine_does_and_read_snapshots(tiny_dir, tmp_path):
+    """One frozen pass, then each head by dot products: the head rows equal a full rescoring by
+    `compare` of the same outputs; a run's snapshots come out ordered by tokens."""
+    import shutil
+
+    from sighead_eval.curves import find_heads, run_curves
+
+    head, base = tiny_dir / "head", str(tiny_dir / "base")
+    run = compare.run_compare(
+        ModelOptions(model=base, adapter=str(head)),
+        tasks=["sighead_wiki_facts"],
+        split="dev",
+        output=str(tmp_path / "run"),
+        bootstrap=20,
+    )
+    snaps = tmp_path / "train" / "snapshots"
+    for tokens in (200, 30):
+        shutil.copytree(head, snaps / f"tokens-{tokens:010d}")
+    heads = find_heads([str(tmp_path / "train"), str(head)])
+    assert [(h.run, h.tokens) for h in heads] == [("train", 30), ("train", 200), ("head", None)]
+    report = run_curves(
+        str(tmp_path / "run" / "lm_eval_results.json"),
+        [str(tmp_path / "train"), str(head)],
+        split="dev",
+        model=base,
+        output=str(tmp_path / "curves"),
+    )
+    [task] = run["tasks"]
+    rows = report["tasks"]["sighead_wiki_facts"]["rows"]
+    assert report["tasks"]["sighead_wiki_facts"]["n"] == task["n"]
+    for row in rows[1:]:
+        for metric in ("auroc", "prr"):
+            for est, value in row[metric].items():
+                assert value == pytest.approx(task["metrics"][metric][est]["macro"], abs=1e-3), (metric, est)
+    assert rows[0]["auroc"]["softmax_prod"] == pytest.approx(
+        task["metrics"]["auroc"]["softmax_prod"]["macro"]
+    )
+    assert (tmp_path / "curves" / "curves.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="neither"):
+        find_heads([str(tmp_path)])
