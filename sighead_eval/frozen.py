@@ -33,6 +33,17 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def input_device(model) -> torch.device:
+    """Where the model takes its input ids: the input embeddings' accelerate execution device for a
+    model spread by device_map, else the device of its first parameter."""
+    base = unwrap(model)
+    hook = getattr(base.get_input_embeddings(), "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return next(base.parameters()).device
+
+
 def base_head(model) -> torch.nn.Module:
     """The model's own output head (under a Sigmoid Head wrapper, its base layer)."""
     head = unwrap(model).get_output_embeddings()
@@ -82,7 +93,7 @@ def _accepts_logits_to_keep(base) -> bool:
 def frozen_pass(model, sequences: list[list[int]], starts: list[int], pad: int) -> FrozenOutputs:
     """One forward pass over right-padded `sequences`; token `s[t]` for `t >= starts[b]` is scored."""
     base = unwrap(model)
-    device = next(base.parameters()).device
+    device = input_device(model)
     ids, mask = right_pad(sequences, pad)
     b_idx = torch.cat([torch.full((len(s) - st,), b) for b, (s, st) in enumerate(zip(sequences, starts))])
     t_idx = torch.cat([torch.arange(st - 1, len(s) - 1) for s, st in zip(sequences, starts)])
@@ -107,11 +118,11 @@ def frozen_pass(model, sequences: list[list[int]], starts: list[int], pad: int) 
             out = base(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1)
         finally:
             handle.remove()
-        hidden = kept[-1][b_idx, t_idx]  # (N, H)
         weight = base_head(model).weight
+        hidden = kept[-1][b_idx, t_idx].to(weight.device)  # (N, H), on the output layer's device
         if getattr(base, _FAST_OK, None) is None:
             # Once per model: our logits must be the model's own.
-            own = F.linear(kept[-1][:, -1], weight)
+            own = F.linear(kept[-1][:, -1].to(weight.device), weight)
             ok = own.shape == out.logits[:, -1].shape and torch.allclose(own, out.logits[:, -1], atol=1e-4)
             object.__setattr__(base, _FAST_OK, bool(ok))
             if not ok:
@@ -122,4 +133,4 @@ def frozen_pass(model, sequences: list[list[int]], starts: list[int], pad: int) 
             out = base(input_ids=ids.to(device), attention_mask=mask.to(device))
         hidden = capture.captured[-1][b_idx, t_idx]  # (N, H)
         logits = out.logits[b_idx, t_idx]  # (N, V)
-    return FrozenOutputs(hidden=hidden, logits=logits, targets=targets.to(device), counts=counts)
+    return FrozenOutputs(hidden=hidden, logits=logits, targets=targets.to(logits.device), counts=counts)

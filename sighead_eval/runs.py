@@ -85,7 +85,8 @@ def evaluate_tasks(
     document indices of each task to run. `model_args`: the `sighead` model's arguments
     (`pretrained`, `adapter`, `dtype`, `device`; None values are left out). Writes
     `lm_eval_results.json` (every sample, per-token scores) to `out_dir` atomically and returns
-    lm-eval's output."""
+    lm-eval's output. Prompts go through the chat template when the model has one (a base model's
+    go in plain)."""
     import json
 
     import lm_eval
@@ -93,6 +94,7 @@ def evaluate_tasks(
     from lm_eval.utils import handle_non_serializable
 
     from .harness import tasks_dir
+    from .models import has_chat_template
 
     manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
     built = get_task_dict(names, manager)  # built once, here; `pick` may read the documents
@@ -102,7 +104,9 @@ def evaluate_tasks(
         tasks=[built[t] for t in names],
         samples={t: pick(built[t]) for t in names},
         batch_size=batch_size,
-        apply_chat_template=True,
+        apply_chat_template=has_chat_template(
+            model_args.get("pretrained"), bool(model_args.get("trust_remote_code"))
+        ),
         task_manager=manager,
         log_samples=True,
     )

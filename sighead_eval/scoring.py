@@ -537,7 +537,9 @@ def active_head(model) -> torch.Tensor | None:
 
 
 def _device(model) -> torch.device:
-    return next(unwrap(model).parameters()).device
+    from .frozen import input_device
+
+    return input_device(model)
 
 
 def padding_id(model, tokenizer) -> int:

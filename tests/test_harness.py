@@ -479,3 +479,74 @@ def test_geo_paraphrase_error_subtask_runs_force_decoded(tiny, task_manager):
     out = evaluate(tiny, task_manager, ["sighead_geo_paraphrase_contradiction"], limit=12)
     res = out["results"]["sighead_geo_paraphrase_contradiction"]
     assert 0 < res["acc,softmax_prod"] < 1 and "auroc,sigmoid_min" in res and "auroc,ceiling_min" in res
+
+
+def _close(a, b, tol=1e-5) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, abs=tol, nan_ok=True)
+    return a == b
+
+
+def _lm_eval_outputs(out: Path) -> tuple[dict, dict]:
+    """(results per task, {(task, doc_id, filter): response} of every sample) of an lm-eval run."""
+    [results] = list(out.rglob("results_*.json"))
+    samples = {}
+    for path in out.rglob("samples_*.jsonl"):
+        for line in path.read_text().splitlines():
+            s = json.loads(line)
+            resps = [
+                json.loads(r) if isinstance(r, str) and r.startswith("{") else r for r in s["filtered_resps"]
+            ]
+            samples[(s["doc"]["id"], s["filter"])] = resps
+    return json.loads(results.read_text())["results"], samples
+
+
+def test_data_parallel_lm_eval_equals_one_process(tiny, tmp_path):
+    """`accelerate launch --num_processes 2` (2 CPU processes, gloo) splits the requests and
+    gathers them: every sample's scores and every metric equal those of one process."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["lm-eval", "--model_args", f"pretrained={tiny / 'base'},adapter={tiny / 'head'}",
+              "--tasks", "sighead_wiki_facts,sighead_arith", "--limit", "10", "--batch_size", "4",
+              "--gen_kwargs", "max_gen_toks=6", "--log_samples", "--verbosity", "INFO"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    one = [sys.executable, "-m", "sighead_eval", *common, "--output_path", str(tmp_path / "one")]
+    result = subprocess.run(one, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "sighead_eval", *common, "--output_path", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(launch, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # lm-eval builds each task's requests on rank 0 and on rank 1: the processes split them
+    # (without the rank taken from accelerate, both would say rank 0 and run every request).
+    assert "sighead_wiki_facts on rank 1" in result.stderr + result.stdout
+    results_one, samples_one = _lm_eval_outputs(tmp_path / "one")
+    results_two, samples_two = _lm_eval_outputs(tmp_path / "two")
+    assert len(samples_one) > 20 and samples_two.keys() == samples_one.keys()
+    for key, resp in samples_one.items():
+        assert _close(samples_two[key], resp), (key, resp, samples_two[key])
+    for task, metrics in results_one.items():
+        for name, value in metrics.items():
+            if isinstance(value, float) and not math.isnan(value):
+                assert results_two[task][name] == pytest.approx(value, abs=1e-5), (task, name)
+
+
+def test_parallelize_true_places_the_head_with_the_output_layer(tiny, task_manager):
+    """HFLM's `parallelize=True` (device_map over the devices at hand) with the adapter attached:
+    the same scores as the plain load (on this machine every layer lands on the CPU)."""
+    plain = evaluate(tiny, task_manager, ["sighead_wiki_facts"], limit=6)
+    spread = evaluate(
+        tiny, task_manager, ["sighead_wiki_facts"], limit=6, model_args=",parallelize=True,max_cpu_memory=8GB"
+    )
+    a, b = plain["results"]["sighead_wiki_facts"], spread["results"]["sighead_wiki_facts"]
+    keys = [k for k, v in a.items() if isinstance(v, float) and not math.isnan(v)]
+    assert any(k.startswith("auroc,sigmoid") for k in keys)
+    for key in keys:
+        assert b[key] == pytest.approx(a[key], abs=1e-6), key

@@ -39,6 +39,12 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         self, adapter_name: str, init_from_lm_head: bool, head_dtype: torch.dtype, offset: str = "none"
     ) -> None:
         weight = self.get_base_layer().weight  # (V, H)
+        if weight.device.type == "meta":
+            raise ValueError(
+                "the model's output layer is offloaded (its weights are on the 'meta' device, as "
+                "device_map puts layers that fit nowhere on disk): the Sigmoid Head computes beside it, so "
+                "keep the output layer on a device (more max_memory, or a device_map that places it)"
+            )
         vocab, hidden = weight.shape
         embedding = nn.Embedding(vocab, hidden, sparse=True, device=weight.device, dtype=head_dtype)
         with torch.no_grad():

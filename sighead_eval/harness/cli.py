@@ -39,9 +39,9 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if _option(argv, "--model") is None:
         argv = ["--model", "sighead", *argv]
     if _option(argv, "--model") == "sighead":
-        if chat and "--apply_chat_template" not in argv:
-            argv.append("--apply_chat_template")
         argv = _with_default_pretrained(argv)
+        if chat and "--apply_chat_template" not in argv and _pretrained_has_template(argv):
+            argv.append("--apply_chat_template")
     return ["run", *argv]
 
 
@@ -60,6 +60,19 @@ def _with_default_pretrained(argv: list[str]) -> list[str]:
         out[i + 1] = merged
         return out
     return [*out, "--model_args", merged]
+
+
+def _pretrained_has_template(argv: list[str]) -> bool:
+    """Whether the `pretrained` model in `--model_args` has a chat template (a base model such as
+    the embedded gemma-3-270m has none: its prompts go in plain)."""
+    from ..models import has_chat_template
+
+    args = _option(argv, "--model_args") or ""
+    if args.lstrip().startswith("{"):
+        return True  # JSON model_args: left to lm-eval
+    fields = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
+    trust = fields.get("trust_remote_code", "").lower() in ("true", "1", "yes")
+    return has_chat_template(fields.get("pretrained"), trust)
 
 
 def use_project_tasks() -> None:

@@ -15,6 +15,7 @@ Sigmoid Head estimator without one is an error.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -73,8 +74,22 @@ class SigheadLM(HFLM):
         if adapter is not None:
             check_adapter_dir(adapter)  # a bad directory fails here, before the model loads
         kwargs.setdefault("dtype", "float32")  # bf16 matmuls are ~70x slower than fp32 on most CPUs
-        kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
+        if kwargs.get("device") is None or (
+            str(kwargs["device"]).startswith("cuda") and not torch.cuda.is_available()
+        ):  # lm-eval's command line asks for cuda:0 by default; HFLM falls back to the CPU as well
+            kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and kwargs["device"] == "cpu":
+            from accelerate import PartialState
+
+            PartialState(cpu=True)  # a gloo process group, so that HFLM's Accelerator sees every process
         super().__init__(pretrained=resolve_model(pretrained), **kwargs)
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self.world_size == 1:
+            # HFLM turns data parallelism on only when it counts more than one GPU: on CPUs every
+            # process would run every request. Take rank and world from accelerate; lm-eval then
+            # splits the requests and gathers the results through it.
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
         if adapter is not None:
             # A head that does not fit the model fails here, naming both shapes, before any sample.
             self._model = load_adapter(self._model, adapter).eval()
