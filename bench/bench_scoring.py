@@ -6,7 +6,11 @@
 2. Force-decoding: tokens/s of `score` without a head, with a head, and of the bare forward pass.
    Target: every estimator together within 3 % of the bare forward pass.
 
-Usage: python bench/bench_scoring.py [--repeats 7] [--batch-size 8]
+Runs on any device (`--device`, default cuda when available) and any causal model (`--model`,
+default the embedded SmolLM2; a base model such as gemma-3-270m is prompted without a chat
+template), and prints tokens/s there.
+
+Usage: python bench/bench_scoring.py [--repeats 7] [--batch-size 8] [--device cuda] [--model NAME]
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from peft import get_peft_model
 
 from sighead_eval import SigmoidHeadConfig
-from sighead_eval.models import load_model
+from sighead_eval.models import has_chat_template, load_model, resolve_device
 from sighead_eval.scoring import GenerationOptions, ScoringOptions, encode_records, generate, score
 
 PROMPTS = [
@@ -34,9 +38,16 @@ PROMPTS = [
 ]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn) -> float:
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
 
 
@@ -47,13 +58,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--model", default=None, help="model (default: the embedded SmolLM2)")
+    parser.add_argument("--dtype", default="float32", help="frozen model's precision (bfloat16 on a GPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    device = resolve_device(args.device)
 
-    base, tokenizer = load_model()
+    base, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
+    print(f"{base.config.name_or_path} on {device} ({args.dtype}, {torch.get_num_threads()} CPU threads)")
     model = get_peft_model(base, SigmoidHeadConfig()).eval()
     records = [{"prompt": p} for p in PROMPTS[: args.batch_size]]
-    options = ScoringOptions(batch_size=args.batch_size)
+    options = ScoringOptions(batch_size=args.batch_size, chat_template=has_chat_template(args.model))
     gen = GenerationOptions(max_new_tokens=args.new_tokens)
 
     # Plain greedy generate on exactly the same left-padded batch that `generate` builds.
@@ -68,8 +84,9 @@ def main() -> None:
     def plain():
         with torch.no_grad(), model.disable_adapter():
             base.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=tokenizer.eos_token_id,
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=args.new_tokens,
+                do_sample=False, temperature=None, top_p=None, top_k=None,
+                pad_token_id=tokenizer.eos_token_id,
             )  # fmt: skip
 
     def scored():
@@ -106,7 +123,7 @@ def main() -> None:
                 for b, s_ in enumerate(chunk):
                     x[b, : len(s_)] = torch.tensor(s_)
                     m[b, : len(s_)] = 1
-                base(input_ids=x, attention_mask=m)
+                base(input_ids=x.to(device), attention_mask=m.to(device))
 
     def without_head():
         with model.disable_adapter():
@@ -131,8 +148,8 @@ def main() -> None:
 
     # The head step in isolation (the end-to-end difference above is within timing noise).
     head = model.get_base_model().lm_head.active_head()
-    hidden = torch.randn(n_scored, head.shape[1])
-    targets = torch.randint(0, head.shape[0], (n_scored,))
+    hidden = torch.randn(n_scored, head.shape[1], device=head.device)
+    targets = torch.randint(0, head.shape[0], (n_scored,), device=head.device)
     step = min(
         timed(lambda: (torch.nn.functional.embedding(targets, head) * hidden).sum(-1)) for _ in range(20)
     )
