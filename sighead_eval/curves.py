@@ -61,18 +61,26 @@ def find_heads(runs: list[str]) -> list[Head]:
     return heads
 
 
-def load_head(path: Path, vocab: int, hidden: int) -> tuple[torch.Tensor, str]:
-    """(weight (V, H) float32, offset mode) of one adapter directory, checked against the model."""
+def load_head(path: Path, lm_head: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """(weight (V, H) float32, offset mode) of one adapter directory (full or compact), checked
+    against the model's output layer `lm_head`."""
     from safetensors.torch import load_file
 
+    from .adapter.layer import COMPACT_IDS, COMPACT_ROWS, COMPACT_VOCAB
+
     config = json.loads((path / "adapter_config.json").read_text())
-    tensors = load_file(str(path / ADAPTER_WEIGHTS))
-    [weight] = [v for k, v in tensors.items() if k.endswith("sigmoid_head_embedding.weight")]
-    if tuple(weight.shape) != (vocab, hidden):
-        raise ValueError(
-            f"head {str(path)!r} is {tuple(weight.shape)}, the model's output layer is ({vocab}, {hidden})"
-        )
-    return weight.float(), config.get("offset", "none")
+    tensors = {k.rpartition(".")[2]: v for k, v in load_file(str(path / ADAPTER_WEIGHTS)).items()}
+    if COMPACT_ROWS in tensors:
+        shape = (int(tensors[COMPACT_VOCAB][0]), tensors[COMPACT_ROWS].shape[1])
+        weight = lm_head.detach().float().clone() if shape == tuple(lm_head.shape) else None
+        if weight is not None:
+            weight[tensors[COMPACT_IDS]] = tensors[COMPACT_ROWS].float()
+    else:
+        weight = tensors["weight"].float()
+        shape = tuple(weight.shape)
+    if shape != tuple(lm_head.shape):
+        raise ValueError(f"head {str(path)!r} is {shape}, the model's output layer is {tuple(lm_head.shape)}")
+    return weight, config.get("offset", "none")
 
 
 @dataclass
@@ -162,7 +170,7 @@ def run_curves(
     report = {"outputs": str(path), "split": split, "model": model or "default", "tasks": {}}
     weights = {}
     for head in heads:
-        weights[str(head.path)] = load_head(head.path, *out_layer.shape)
+        weights[str(head.path)] = load_head(head.path, out_layer)
     for name in names:
         frozen = frozen_outputs(saved, name, split, lm, tokenizer, batch_size)
         ts = frozen.samples

@@ -402,12 +402,20 @@ def _checked_adapter_dir(path: str, stamp: tuple) -> dict:
 
 
 def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:
-    """The `(vocab, hidden)` shape of the head saved in an adapter directory, from the file header."""
+    """The `(vocab, hidden)` shape of the head saved in an adapter directory, from the file header
+    (and, for the compact format, its stored vocabulary size)."""
     from safetensors import safe_open
+
+    from .adapter.layer import COMPACT_ROWS, COMPACT_VOCAB
 
     check_adapter_dir(path)
     with safe_open(str(Path(path) / ADAPTER_WEIGHTS), framework="pt") as f:
-        shapes = [tuple(f.get_slice(k).get_shape()) for k in f.keys()]
+        keys = list(f.keys())
+        vocab = [k for k in keys if k.endswith("." + COMPACT_VOCAB)]
+        if vocab:
+            [rows] = [k for k in keys if k.endswith("." + COMPACT_ROWS)]
+            return (int(f.get_tensor(vocab[0]).reshape(-1)[0]), f.get_slice(rows).get_shape()[1])
+        shapes = [tuple(f.get_slice(k).get_shape()) for k in keys]
     return max(shapes, key=lambda s: len(s) and s[0])
 
 
@@ -442,28 +450,50 @@ def _expected_size(weights: Path) -> int:
     return 8 + header_len + max(ends, default=0)
 
 
-def save_adapter(model, path: str | os.PathLike, storage_dtype: str | None = "float16") -> Path:
+STORAGES = ("full", "rows")
+
+
+def save_adapter(
+    model, path: str | os.PathLike, storage_dtype: str | None = "float16", storage: str = "full"
+) -> Path:
     """Saves the Sigmoid Head adapter of `model` (head only), its weights stored in `storage_dtype`.
 
     Half precision halves the file; the config keeps the head's compute dtype, so the head loads
-    back into fp32. The weights file is replaced atomically.
+    back into fp32. `storage='rows'` keeps only the rows that differ from the LM head (a head copied
+    from it and trained with sparse updates leaves the others untouched), with their ids and the
+    vocabulary size; loading puts the LM head's rows back, whatever loads it. The weights file is
+    replaced atomically.
     """
     import torch
     from safetensors.torch import load_file, save_file
 
+    from .adapter.layer import COMPACT_IDS, COMPACT_ROWS, COMPACT_VOCAB
     from .files import atomic_path
 
+    if storage not in STORAGES:
+        raise ValueError(f"`storage` should be one of {STORAGES}, got {storage!r}")
+    if storage_dtype is not None and storage_dtype not in DTYPES:
+        raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
     path = Path(path)
     model.save_pretrained(str(path))
-    if storage_dtype is not None:
-        if storage_dtype not in DTYPES:
-            raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
-        weights = path / ADAPTER_WEIGHTS
+    if storage_dtype is None and storage == "full":
+        return path
+    weights = path / ADAPTER_WEIGHTS
+    dtype = getattr(torch, storage_dtype) if storage_dtype else None
+    tensors = {k: v.to(dtype or v.dtype).contiguous() for k, v in load_file(str(weights)).items()}
+    if storage == "rows":
+        layer = model.get_base_model().get_output_embeddings()
+        head, lm = layer.active_head().detach(), layer.get_base_layer().weight.detach()
+        changed = (head != lm.to(head.dtype)).any(dim=1).nonzero().squeeze(1)
+        [key] = [k for k in tensors if k.endswith("sigmoid_head_embedding.weight")]
+        stem = key.removesuffix("weight")
         tensors = {
-            k: v.to(getattr(torch, storage_dtype)).contiguous() for k, v in load_file(str(weights)).items()
+            stem + COMPACT_ROWS: head[changed].to(dtype or head.dtype).cpu().contiguous(),
+            stem + COMPACT_IDS: changed.cpu().to(torch.int64).contiguous(),
+            stem + COMPACT_VOCAB: torch.tensor([head.shape[0]], dtype=torch.int64),
         }
-        with atomic_path(weights) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     return path
 
 

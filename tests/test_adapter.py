@@ -345,3 +345,40 @@ def test_log_softmax_offset_head_starts_at_sigmoid_of_log_p(tokenizer, tmp_path)
     np.testing.assert_allclose(again.log_scores["sigmoid"], r.log_scores["sigmoid"], atol=1e-6)
     with pytest.raises(ValueError, match=r"`offset` should be one of \('none', 'log_softmax'\)"):
         SigmoidHeadConfig(offset="softmax")
+
+
+def test_the_compact_format_keeps_only_changed_rows_and_loads_back_exactly(tmp_path):
+    """`storage='rows'`: the file holds the rows that differ from the LM head; every loading
+    route puts the others back from the base model; a model of another vocabulary is refused."""
+    import os
+
+    from peft import PeftModel
+
+    from sighead_eval.models import adapter_head_shape, check_adapter_fits, save_adapter
+
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    head = model.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
+    with torch.no_grad():
+        head[[3, 17, 40]] += 0.5
+    save_adapter(model, tmp_path / "full", storage_dtype=None)
+    save_adapter(model, tmp_path / "rows", storage_dtype=None, storage="rows")
+    full_size = os.path.getsize(tmp_path / "full" / "adapter_model.safetensors")
+    rows_size = os.path.getsize(tmp_path / "rows" / "adapter_model.safetensors")
+    assert rows_size < full_size / 10
+    assert adapter_head_shape(tmp_path / "rows") == tuple(head.shape)
+    loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / "rows")
+    again = loaded.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
+    assert torch.equal(again, head)
+    from sighead_eval.curves import load_head
+
+    lm = model.get_base_model().lm_head.get_base_layer().weight
+    assert torch.equal(load_head(tmp_path / "rows", lm)[0], head) and torch.equal(
+        load_head(tmp_path / "full", lm)[0], head
+    )
+    other = get_peft_model(build_model("qwen2"), SigmoidHeadConfig())
+    with pytest.raises(ValueError, match="does not fit"):
+        other.load_adapter(str(tmp_path / "rows"), adapter_name="x")
+    base = tmp_path / "base"
+    build_model("qwen2").save_pretrained(base)
+    with pytest.raises(ValueError, match="does not fit"):
+        check_adapter_fits(tmp_path / "rows", str(base))

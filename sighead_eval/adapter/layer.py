@@ -9,6 +9,9 @@ from torch import nn
 
 from .config import OFFSETS
 
+# The compact format: only the rows that differ from the LM head (which the base model holds).
+COMPACT_ROWS, COMPACT_IDS, COMPACT_VOCAB = "rows", "row_ids", "vocab_size"
+
 
 class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
     """Wraps the LM head. `forward` returns the base layer's output unchanged.
@@ -61,9 +64,20 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
 
     def _check_loaded_shapes(self, state_dict, prefix, *args, **kwargs) -> None:
         # Runs inside `load_state_dict`, so every loading path (PeftModel, AutoPeftModel,
-        # transformers' load_adapter) reports a mismatched head in these terms.
+        # transformers' load_adapter) reads the compact format and reports a mismatched head in
+        # these terms. PEFT inserts the adapter's name only into keys the model has, so the compact
+        # keys arrive without it: they belong to the adapter being loaded, the last one added.
+        names = list(self.sigmoid_head_embedding.keys())
         for name, embedding in self.sigmoid_head_embedding.items():
             key = f"{prefix}sigmoid_head_embedding.{name}.weight"
+            for stem in (f"{prefix}sigmoid_head_embedding.{name}.", f"{prefix}sigmoid_head_embedding."):
+                if stem + COMPACT_ROWS in state_dict and (name == names[-1] or stem.endswith(f".{name}.")):
+                    state_dict[key] = self._expand_rows(
+                        state_dict.pop(stem + COMPACT_ROWS),
+                        state_dict.pop(stem + COMPACT_IDS),
+                        int(state_dict.pop(stem + COMPACT_VOCAB).reshape(-1)[0]),
+                        embedding.weight,
+                    )
             if key in state_dict and state_dict[key].shape != embedding.weight.shape:
                 got = tuple(state_dict[key].shape)
                 want = tuple(embedding.weight.shape)
@@ -72,6 +86,22 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
                     f"[vocab, hidden] = {list(got)}, the model's output head has {list(want)}. "
                     "Load an adapter trained for this base model."
                 )
+
+    def _expand_rows(self, rows, ids, vocab: int, like: torch.Tensor) -> torch.Tensor:
+        """The full head from the compact format: the LM head's rows, with the stored rows put back."""
+        want = tuple(like.shape)
+        if (vocab, rows.shape[-1]) != want:
+            raise ValueError(
+                "Sigmoid Head adapter does not fit this model: the adapter's head has shape "
+                f"[vocab, hidden] = {[vocab, rows.shape[-1]]}, the model's output head has {list(want)}. "
+                "Load an adapter trained for this base model."
+            )
+        base = self.get_base_layer().weight
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ValueError(f"the compact head's row ids should lie in [0, {vocab}), they do not")
+        weight = base.detach().to(device=like.device, dtype=like.dtype).clone()
+        weight[ids.long().to(like.device)] = rows.to(device=like.device, dtype=like.dtype)
+        return weight
 
     # -- the head ------------------------------------------------------------------------------
     def active_head(self) -> torch.Tensor | None:

@@ -139,6 +139,13 @@ class TrainConfig:
         default=True, metadata={"help": "Start the head as a copy of the LM head."}
     )
     storage_dtype: str = field(default="float32", metadata={"help": "Dtype of the saved weights file."})
+    storage: str = field(
+        default="full",
+        metadata={
+            "help": "'full' (every row) or 'rows': only the rows training changed (the others equal the LM "
+            "head, which the base model holds); a small file when training touched few rows."
+        },
+    )
     snapshots: bool = field(
         default=False,
         metadata={
@@ -171,6 +178,12 @@ class TrainConfig:
         for name in ("lr", "softmax_temperature"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
                 raise ValueError(f"`{name}` should be > 0, got {getattr(self, name)!r}")
+        if self.storage not in ("full", "rows"):
+            raise ValueError(f"`storage` should be 'full' or 'rows', got {self.storage!r}")
+        if self.storage == "rows" and not self.init_from_lm_head:
+            raise ValueError(
+                "`storage='rows'` stores the rows that differ from the LM head: it needs init_from_lm_head"
+            )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"`dtype` should be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.storage_dtype not in ("float32", "float16", "bfloat16"):
@@ -181,7 +194,7 @@ class TrainConfig:
 
     def recipe(self) -> dict:
         """The settings that define the trained head (not where it goes or how the run is resumed)."""
-        skip = {"output_dir", "resume", "overwrite", "storage_dtype", "cache_dir", "snapshots"}
+        skip = {"output_dir", "resume", "overwrite", "storage_dtype", "storage", "cache_dir", "snapshots"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -562,7 +575,8 @@ class Trainer:
                 from ..models import save_adapter
 
                 self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
-                save_adapter(self.peft_model, self.out / "snapshots" / f"tokens-{entry['tokens']:010d}")
+                snapshot = self.out / "snapshots" / f"tokens-{entry['tokens']:010d}"
+                save_adapter(self.peft_model, snapshot, storage=self.config.storage)
 
     def _evaluate_and_checkpoint(self, bar) -> bool:
         """Evaluates on dev, keeps the best head, checkpoints; True when early stopping says stop."""
@@ -611,7 +625,7 @@ class Trainer:
         if self.rank == 0:
             self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
             storage = None if config.storage_dtype == "float32" else config.storage_dtype
-            save_adapter(self.peft_model, self.out, storage_dtype=storage)
+            save_adapter(self.peft_model, self.out, storage_dtype=storage, storage=config.storage)
             ckpt.write_card(self.out, config.recipe(), self.base_name, info)
             ckpt.write_state(self.out, info, state)
             (self.out / ckpt.CHECKPOINT).unlink(missing_ok=True)
