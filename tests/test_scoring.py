@@ -369,3 +369,30 @@ def test_the_ceiling_is_the_converged_heads_closed_form():
     assert out["ceiling"].exp().tolist() == pytest.approx(expected, rel=1e-4)
 
     assert torch.isfinite(out["ceiling"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
+def test_scores_on_a_gpu_equal_those_on_the_cpu(tokenizer):
+    model = _with_head()
+    on_cpu = score(model, tokenizer, RECORDS, progress=False)
+    on_gpu = score(model.to("cuda"), tokenizer, RECORDS, progress=False)
+    for a, b in zip(on_cpu, on_gpu):
+        _close(a, b, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs; this machine has fewer")
+def test_a_model_spread_over_gpus_scores_as_on_one_device(tokenizer, tmp_path):
+    """device='auto' (device_map over the GPUs at hand): the head sits with the output layer and
+    the scores equal a one-device run."""
+    from sighead_eval.models import load_adapter, load_model, save_adapter
+
+    model = _with_head()
+    save_adapter(model, tmp_path / "head", storage_dtype=None)
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    expected = score(model, tokenizer, RECORDS, progress=False)
+    spread, _ = load_model(str(tmp_path / "base"), device="auto")
+    assert spread.hf_device_map  # placed by accelerate
+    spread = load_adapter(spread, tmp_path / "head")
+    for a, b in zip(expected, score(spread, tokenizer, RECORDS, progress=False)):
+        _close(a, b, atol=1e-4)
