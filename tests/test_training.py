@@ -295,8 +295,14 @@ def test_only_touched_rows_change(tmp_path, tokenizer):
     assert 0 < changed.sum() < initial.shape[0]
 
 
-def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch):
-    _run(_config(tmp_path, "whole"), tokenizer)
+@pytest.mark.parametrize("cached", [False, True], ids=["uncached", "cached"])
+def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch, cached):
+    """Interrupted and resumed (the cache rebuilt in memory, or read back from its directory):
+    the same adapter as one uninterrupted run."""
+    extra = {"cache_hidden": True} if cached else {}
+    _run(_config(tmp_path, "whole", **extra), tokenizer)
+    if cached:
+        extra = {"cache_dir": str(tmp_path / "cache")}
     real_step = Trainer._optimizer_step
     calls = {"n": 0}
 
@@ -308,10 +314,10 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch
 
     monkeypatch.setattr(Trainer, "_optimizer_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _run(_config(tmp_path, "split"), tokenizer)
+        _run(_config(tmp_path, "split", **extra), tokenizer)
     assert (tmp_path / "split" / "checkpoint.safetensors").is_file()
     monkeypatch.setattr(Trainer, "_optimizer_step", real_step)
-    _run(_config(tmp_path, "split", resume=True), tokenizer)
+    _run(_config(tmp_path, "split", resume=True, **extra), tokenizer)
     assert torch.equal(_head(tmp_path / "whole"), _head(tmp_path / "split"))
 
 

@@ -191,6 +191,8 @@ class TrainConfig:
                 f"`storage_dtype` should be float32, float16 or bfloat16, got {self.storage_dtype!r}"
             )
         check_rule(self.p_jump, self.epsilon, self.dominant_mode, None)
+        if self.cache_dir:
+            self.cache_hidden = True  # a cache directory is a cache: the card says so
 
     def recipe(self) -> dict:
         """The settings that define the trained head (not where it goes or how the run is resumed)."""
@@ -430,7 +432,7 @@ class Trainer:
         from .cache import FrozenCache
 
         config = self.config
-        if self.cache is None and (config.cache_hidden or config.cache_dir):
+        if self.cache is None and config.cache_hidden:
             self.cache = FrozenCache(self, self.train_set, config.cache_dir, self.progress)
 
     def _start_or_resume(self) -> None:
