@@ -165,7 +165,14 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
             z = F.linear(hidden.to(weight.dtype), weight)  # (N, V)
         else:
             lookup = rows if rows is not None else self.sigmoid_head_embedding[self._active_name()]
-            picked = lookup(targets)  # (N, H) or (N, K, H)
+            if targets.dim() == 2:
+                # Sampled sets repeat tokens: look each row up once, so that a sparse gradient
+                # carries one entry a distinct token (half the training step's cost, same values).
+                # (index_select's backward adds in index order: deterministic, unlike indexing's.)
+                unique, inverse = torch.unique(targets, return_inverse=True)
+                picked = lookup(unique).index_select(0, inverse.reshape(-1)).view(*targets.shape, -1)
+            else:
+                picked = lookup(targets)  # (N, H)
             h = hidden.to(picked.dtype)
             z = (picked * (h if targets.dim() == 1 else h.unsqueeze(1))).sum(-1)  # one dot product a token
         if offset is None:
