@@ -213,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--output", default=None, help="Results folder (default: results/curves/<split>)")
     cv.set_defaults(func=cmd_curves)
 
+    cp = sub.add_parser(
+        "compress",
+        help="Store a head compactly: the rows it changed (lossless) or a low-rank difference from the "
+        "LM head (lossy; measure it with `curves` before use)",
+        description="Writes a copy of ADAPTER whose weights hold only what the head adds to the LM head: "
+        "`--storage rows` (the changed rows and their ids) or `--storage lowrank --rank R` (a truncated "
+        "SVD of the difference). Every loading route expands it back, checked for shape.",
+    )
+    cp.add_argument("adapter", help="Adapter directory to compress")
+    cp.add_argument("--output", required=True, help="Directory for the compact copy")
+    cp.add_argument("--storage", choices=["rows", "lowrank"], default="lowrank")
+    cp.add_argument("--rank", type=int, default=64, help="Rank of the low-rank difference")
+    cp.add_argument("--model", default=None, help="Base model of the adapter (default: the embedded one)")
+    cp.add_argument("--storage-dtype", default="float16", help="float16, bfloat16 or float32")
+    cp.set_defaults(func=cmd_compress)
+
     mech = sub.add_parser(
         "mechanism",
         help="The mechanism experiment: a synthetic language with known validity, a head trained by the "
@@ -253,6 +269,13 @@ def cmd_curves(ns: argparse.Namespace) -> int:
 
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
     run_curves(ns.outputs, ns.runs, ns.split, tasks, ns.model, ns.output, ns.batch_size)
+    return 0
+
+
+def cmd_compress(ns: argparse.Namespace) -> int:
+    from .models import compress_adapter
+
+    compress_adapter(ns.adapter, ns.output, ns.storage, ns.rank, ns.model, ns.storage_dtype)
     return 0
 
 

@@ -66,20 +66,19 @@ def load_head(path: Path, lm_head: torch.Tensor) -> tuple[torch.Tensor, str]:
     against the model's output layer `lm_head`."""
     from safetensors.torch import load_file
 
-    from .adapter.layer import COMPACT_IDS, COMPACT_ROWS, COMPACT_VOCAB
+    from .adapter import compact
 
     config = json.loads((path / "adapter_config.json").read_text())
     tensors = {k.rpartition(".")[2]: v for k, v in load_file(str(path / ADAPTER_WEIGHTS)).items()}
-    if COMPACT_ROWS in tensors:
-        shape = (int(tensors[COMPACT_VOCAB][0]), tensors[COMPACT_ROWS].shape[1])
-        weight = lm_head.detach().float().clone() if shape == tuple(lm_head.shape) else None
-        if weight is not None:
-            weight[tensors[COMPACT_IDS]] = tensors[COMPACT_ROWS].float()
+    if compact.VOCAB in tensors:
+        weight = compact.expand(tensors, lm_head, lm_head.float())  # `like`: its shape, dtype, device
     else:
         weight = tensors["weight"].float()
-        shape = tuple(weight.shape)
-    if shape != tuple(lm_head.shape):
-        raise ValueError(f"head {str(path)!r} is {shape}, the model's output layer is {tuple(lm_head.shape)}")
+        if tuple(weight.shape) != tuple(lm_head.shape):
+            raise ValueError(
+                f"head {str(path)!r} is {tuple(weight.shape)}, the model's output layer is "
+                f"{tuple(lm_head.shape)}"
+            )
     return weight, config.get("offset", "none")
 
 

@@ -406,15 +406,23 @@ def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:
     (and, for the compact format, its stored vocabulary size)."""
     from safetensors import safe_open
 
-    from .adapter.layer import COMPACT_ROWS, COMPACT_VOCAB
+    from .adapter import compact
 
     check_adapter_dir(path)
     with safe_open(str(Path(path) / ADAPTER_WEIGHTS), framework="pt") as f:
         keys = list(f.keys())
-        vocab = [k for k in keys if k.endswith("." + COMPACT_VOCAB)]
-        if vocab:
-            [rows] = [k for k in keys if k.endswith("." + COMPACT_ROWS)]
-            return (int(f.get_tensor(vocab[0]).reshape(-1)[0]), f.get_slice(rows).get_shape()[1])
+        if any(k.endswith("." + compact.VOCAB) for k in keys):
+            parts = {k.rpartition(".")[2]: k for k in keys}
+            return compact.shape(
+                {
+                    compact.VOCAB: f.get_tensor(parts[compact.VOCAB]),
+                    **{
+                        n: f.get_slice(parts[n]).get_shape()
+                        for n in (compact.ROWS, compact.LOW_V)
+                        if n in parts
+                    },
+                }
+            )
         shapes = [tuple(f.get_slice(k).get_shape()) for k in keys]
     return max(shapes, key=lambda s: len(s) and s[0])
 
@@ -450,28 +458,28 @@ def _expected_size(weights: Path) -> int:
     return 8 + header_len + max(ends, default=0)
 
 
-STORAGES = ("full", "rows")
-
-
 def save_adapter(
-    model, path: str | os.PathLike, storage_dtype: str | None = "float16", storage: str = "full"
+    model,
+    path: str | os.PathLike,
+    storage_dtype: str | None = "float16",
+    storage: str = "full",
+    rank: int | None = None,
 ) -> Path:
     """Saves the Sigmoid Head adapter of `model` (head only), its weights stored in `storage_dtype`.
 
     Half precision halves the file; the config keeps the head's compute dtype, so the head loads
-    back into fp32. `storage='rows'` keeps only the rows that differ from the LM head (a head copied
-    from it and trained with sparse updates leaves the others untouched), with their ids and the
-    vocabulary size; loading puts the LM head's rows back, whatever loads it. The weights file is
-    replaced atomically.
+    back into fp32. `storage` 'rows' or 'lowrank' (with `rank`) writes the head's difference from the
+    LM head compactly (`adapter/compact.py`); loading puts the LM head back, whatever loads it. The
+    weights file is replaced atomically.
     """
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .adapter.layer import COMPACT_IDS, COMPACT_ROWS, COMPACT_VOCAB
+    from .adapter import compact
     from .files import atomic_path
 
-    if storage not in STORAGES:
-        raise ValueError(f"`storage` should be one of {STORAGES}, got {storage!r}")
+    if storage not in compact.STORAGES:
+        raise ValueError(f"`storage` should be one of {compact.STORAGES}, got {storage!r}")
     if storage_dtype is not None and storage_dtype not in DTYPES:
         raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
     path = Path(path)
@@ -481,20 +489,56 @@ def save_adapter(
     weights = path / ADAPTER_WEIGHTS
     dtype = getattr(torch, storage_dtype) if storage_dtype else None
     tensors = {k: v.to(dtype or v.dtype).contiguous() for k, v in load_file(str(weights)).items()}
-    if storage == "rows":
+    if storage != "full":
         layer = model.get_base_model().get_output_embeddings()
-        head, lm = layer.active_head().detach(), layer.get_base_layer().weight.detach()
-        changed = (head != lm.to(head.dtype)).any(dim=1).nonzero().squeeze(1)
+        parts = compact.compress(layer.active_head(), layer.get_base_layer().weight, storage, rank)
         [key] = [k for k in tensors if k.endswith("sigmoid_head_embedding.weight")]
         stem = key.removesuffix("weight")
         tensors = {
-            stem + COMPACT_ROWS: head[changed].to(dtype or head.dtype).cpu().contiguous(),
-            stem + COMPACT_IDS: changed.cpu().to(torch.int64).contiguous(),
-            stem + COMPACT_VOCAB: torch.tensor([head.shape[0]], dtype=torch.int64),
+            stem + k: (v if v.dtype == torch.int64 else v.to(dtype or torch.float32)).cpu().contiguous()
+            for k, v in parts.items()
         }
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     return path
+
+
+def compress_adapter(
+    adapter: str | os.PathLike,
+    output: str | os.PathLike,
+    storage: str = "lowrank",
+    rank: int | None = 64,
+    model: str | None = None,
+    storage_dtype: str = "float16",
+) -> dict:
+    """Writes a compact copy of `adapter` (see `save_adapter`); returns and prints the sizes and
+    the relative error of the stored difference from the LM head (0 for 'rows')."""
+    import torch
+
+    from .files import check_output_dir
+
+    out = check_output_dir(str(output))
+    base, _ = load_model(model, adapter)
+    layer = base.get_base_model().get_output_embeddings()
+    head = layer.active_head().detach().float()
+    save_adapter(base, out, storage_dtype=storage_dtype, storage=storage, rank=rank)
+    loaded, _ = load_model(model, out)
+    again = loaded.get_base_model().get_output_embeddings().active_head().detach().float()
+    delta = head - layer.get_base_layer().weight.detach().float()
+    error = float(torch.linalg.norm(again - head) / torch.linalg.norm(delta).clamp_min(1e-30))
+    info = {
+        "storage": storage,
+        "rank": rank if storage == "lowrank" else None,
+        "bytes_before": os.path.getsize(Path(adapter) / ADAPTER_WEIGHTS),
+        "bytes_after": os.path.getsize(out / ADAPTER_WEIGHTS),
+        "relative_error": error,
+    }
+    print(
+        f"{adapter} -> {out}: {info['bytes_before'] / 2**20:.1f} MB -> {info['bytes_after'] / 2**20:.1f} MB "
+        f"({storage}{f', rank {rank}' if storage == 'lowrank' else ''}); the stored difference from the LM "
+        f"head is off by {100 * error:.2f} % (Frobenius)"
+    )
+    return info
 
 
 def load_adapter(model, path: str | os.PathLike, adapter_name: str = "default"):

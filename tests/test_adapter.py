@@ -382,3 +382,26 @@ def test_the_compact_format_keeps_only_changed_rows_and_loads_back_exactly(tmp_p
     build_model("qwen2").save_pretrained(base)
     with pytest.raises(ValueError, match="does not fit"):
         check_adapter_fits(tmp_path / "rows", str(base))
+
+
+def test_a_low_rank_head_approximates_the_difference_and_loads_anywhere(tmp_path):
+    """`storage='lowrank'`: a truncated SVD of the head minus the LM head; full rank gives the
+    head back, a lower rank a close one, and the error shrinks as the rank grows."""
+    from peft import PeftModel
+
+    from sighead_eval.models import adapter_head_shape, save_adapter
+
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    head = model.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
+    with torch.no_grad():
+        head += 0.05 * torch.randn_like(head)
+    errors = []
+    for rank in (2, 8, head.shape[1]):
+        save_adapter(model, tmp_path / f"r{rank}", storage_dtype=None, storage="lowrank", rank=rank)
+        assert adapter_head_shape(tmp_path / f"r{rank}") == tuple(head.shape)
+        loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / f"r{rank}")
+        again = loaded.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
+        errors.append(float((again - head).norm()))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
+    with pytest.raises(ValueError, match="`rank` should be an integer"):
+        save_adapter(model, tmp_path / "bad", storage="lowrank", rank=0)

@@ -7,10 +7,8 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from . import compact
 from .config import OFFSETS
-
-# The compact format: only the rows that differ from the LM head (which the base model holds).
-COMPACT_ROWS, COMPACT_IDS, COMPACT_VOCAB = "rows", "row_ids", "vocab_size"
 
 
 class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
@@ -71,13 +69,9 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
         for name, embedding in self.sigmoid_head_embedding.items():
             key = f"{prefix}sigmoid_head_embedding.{name}.weight"
             for stem in (f"{prefix}sigmoid_head_embedding.{name}.", f"{prefix}sigmoid_head_embedding."):
-                if stem + COMPACT_ROWS in state_dict and (name == names[-1] or stem.endswith(f".{name}.")):
-                    state_dict[key] = self._expand_rows(
-                        state_dict.pop(stem + COMPACT_ROWS),
-                        state_dict.pop(stem + COMPACT_IDS),
-                        int(state_dict.pop(stem + COMPACT_VOCAB).reshape(-1)[0]),
-                        embedding.weight,
-                    )
+                if stem + compact.VOCAB in state_dict and (name == names[-1] or stem.endswith(f".{name}.")):
+                    parts = {k: state_dict.pop(stem + k) for k in compact.KEYS if stem + k in state_dict}
+                    state_dict[key] = compact.expand(parts, self.get_base_layer().weight, embedding.weight)
             if key in state_dict and state_dict[key].shape != embedding.weight.shape:
                 got = tuple(state_dict[key].shape)
                 want = tuple(embedding.weight.shape)
@@ -86,22 +80,6 @@ class SigmoidHeadLayer(nn.Module, BaseTunerLayer):
                     f"[vocab, hidden] = {list(got)}, the model's output head has {list(want)}. "
                     "Load an adapter trained for this base model."
                 )
-
-    def _expand_rows(self, rows, ids, vocab: int, like: torch.Tensor) -> torch.Tensor:
-        """The full head from the compact format: the LM head's rows, with the stored rows put back."""
-        want = tuple(like.shape)
-        if (vocab, rows.shape[-1]) != want:
-            raise ValueError(
-                "Sigmoid Head adapter does not fit this model: the adapter's head has shape "
-                f"[vocab, hidden] = {[vocab, rows.shape[-1]]}, the model's output head has {list(want)}. "
-                "Load an adapter trained for this base model."
-            )
-        base = self.get_base_layer().weight
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-            raise ValueError(f"the compact head's row ids should lie in [0, {vocab}), they do not")
-        weight = base.detach().to(device=like.device, dtype=like.dtype).clone()
-        weight[ids.long().to(like.device)] = rows.to(device=like.device, dtype=like.dtype)
-        return weight
 
     # -- the head ------------------------------------------------------------------------------
     def active_head(self) -> torch.Tensor | None:

@@ -178,7 +178,7 @@ class TrainConfig:
         for name in ("lr", "softmax_temperature"):
             if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
                 raise ValueError(f"`{name}` should be > 0, got {getattr(self, name)!r}")
-        if self.storage not in ("full", "rows"):
+        if self.storage not in ("full", "rows"):  # lowrank is lossy: `sighead-eval compress` after a run
             raise ValueError(f"`storage` should be 'full' or 'rows', got {self.storage!r}")
         if self.storage == "rows" and not self.init_from_lm_head:
             raise ValueError(
