@@ -100,7 +100,9 @@ def frozen_outputs(saved: dict, name: str, split: str, model, tokenizer, batch_s
     every = task_samples(name, saved["samples"][name])
     keep = [split == "all" or d.get("split") == split for d in every.docs]
     records = [r for r, k in zip(saved_records(saved, name, model, tokenizer), keep) if k]
-    items = encode_records(model, tokenizer, records, ScoringOptions(chat_template=False), need_response=True)
+    items = encode_records(
+        model, tokenizer, records, ScoringOptions(chat_template=False, truncation="left"), need_response=True
+    )
     pad = padding_id(model, tokenizer)
     hidden, targets, lse = [], [], []
     for i in range(0, len(items), batch_size):
