@@ -168,18 +168,25 @@ def run_curves(
     started = time.time()
     lm, tokenizer = ModelOptions(model=model).load()
     out_layer = lm.get_output_embeddings().weight
+    from .models import adapter_head_shape
+
+    for head in heads:  # a head that does not fit fails here, before the frozen pass
+        if adapter_head_shape(head.path) != tuple(out_layer.shape):
+            raise ValueError(
+                f"head {str(head.path)!r} is {adapter_head_shape(head.path)}, the model's output layer is "
+                f"{tuple(out_layer.shape)}"
+            )
     report = {"outputs": str(path), "split": split, "model": model or "default", "tasks": {}}
-    weights = {}
+    # One frozen pass a task, kept; then each head is read once and scores every task.
+    frozen = {name: frozen_outputs(saved, name, split, lm, tokenizer, batch_size) for name in names}
+    rival = {"run": "(rivals: the saved run's)", "tokens": None}
+    rows = {name: [{**rival, **macro(f.samples, RIVAL_CONFIDENCES)}] for name, f in frozen.items()}
     for head in heads:
-        weights[str(head.path)] = load_head(head.path, out_layer)
-    for name in names:
-        frozen = frozen_outputs(saved, name, split, lm, tokenizer, batch_size)
-        ts = frozen.samples
-        rows = [{"run": "(rivals: the saved run's)", "tokens": None, **macro(ts, RIVAL_CONFIDENCES)}]
-        for head in heads:
-            weight, offset = weights[str(head.path)]
-            scored = TaskSamples(ts.task, ts.docs, ts.quality, head_confidences(frozen, weight, offset), [])
-            rows.append(
+        weight, offset = load_head(head.path, out_layer)
+        for name, f in frozen.items():
+            ts = f.samples
+            scored = TaskSamples(ts.task, ts.docs, ts.quality, head_confidences(f, weight, offset), [])
+            rows[name].append(
                 {
                     "run": head.run,
                     "tokens": head.tokens,
@@ -187,7 +194,8 @@ def run_curves(
                     **macro(scored, HEAD_CONFIDENCES),
                 }
             )
-        report["tasks"][name] = {"n": int(ts.quality.size), "rows": rows}
+    for name, f in frozen.items():
+        report["tasks"][name] = {"n": int(f.samples.quality.size), "rows": rows[name]}
     report["seconds"] = round(time.time() - started, 1)
     write_atomic(out_dir / "curves.json", json.dumps(report, indent=1))
     write_atomic(out_dir / "curves.md", markdown(report))

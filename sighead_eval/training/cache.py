@@ -35,10 +35,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..dominant import dominant_tokens
 from ..files import atomic_path, write_atomic
 from ..frozen import base_head, frozen_pass, unwrap
-from .negatives import sample_negative_rounds
 
 SHARD = 256  # examples per shard on disk
 CACHE_SEED_PART = 77003  # the cache's negatives come from their own seeded stream
@@ -165,7 +163,7 @@ class FrozenCache:
     def _build(self, examples, first: int, bar) -> dict[str, torch.Tensor]:
         """One shard: the frozen pass over `examples` with every epoch's negatives. Batches are
         formed by length (less padding); the shard keeps the examples' order."""
-        from .trainer import _generator
+        from .trainer import _generator, draw_negatives
 
         trainer, config = self._trainer, self._trainer.config
         order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), i))
@@ -188,25 +186,16 @@ class FrozenCache:
             }
             if not self.dense:
                 got["lse"] = torch.logsumexp(frozen.logits.float(), -1).cpu()
-                sets = None
-                if config.negatives == "dominant":
-                    logp = torch.log_softmax(frozen.logits.float(), -1)
-                    sets = dominant_tokens(
-                        logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode
-                    )
                 stream = (CACHE_SEED_PART, first + b + 1)
-                rounds = sample_negative_rounds(
-                    frozen.logits,
-                    frozen.targets,
-                    rounds=self.epochs,
-                    k=config.num_negatives,
-                    mode=config.negatives,
-                    sets=sets,
-                    unigram=trainer.unigram,
-                    unigram_share=config.unigram_share,
-                    temperature=config.softmax_temperature,
-                    generator=_generator(config.seed, *stream, device=frozen.logits.device),
-                    exclude_top_p=config.negative_top_p,
+                generator = _generator(config.seed, *stream, device=frozen.logits.device)
+                rounds = draw_negatives(
+                    frozen,
+                    config,
+                    trainer.unigram,
+                    generator,
+                    config.negatives,
+                    config.negative_top_p,
+                    self.epochs,
                 )
                 got["neg"] = torch.stack([n for n, _ in rounds]).to(torch.int32).cpu()  # (E, n, K)
                 got["ok"] = torch.stack([v for _, v in rounds]).cpu()

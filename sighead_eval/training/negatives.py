@@ -113,36 +113,11 @@ def _draw_shared(
 
 
 def sample_negatives(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    k: int = 10,
-    mode: str = "dominant",
-    sets: DominantSets | None = None,
-    unigram: torch.Tensor | None = None,
-    unigram_share: float = 0.5,
-    temperature: float = 2.0,
-    generator: torch.Generator | None = None,
-    exclude_top_p: float = 0.0,
+    logits: torch.Tensor, targets: torch.Tensor, **options
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(negatives (N, K) token ids, valid (N, K) bool). Invalid entries are duplicates.
-
-    `exclude_top_p` > 0 also keeps the softmax's top-p set (at most `TOP_P_MAX` tokens) out of the
-    negatives: softer negatives for plausible tokens the dominant rule does not cover."""
-    [(negatives, valid)] = sample_negative_rounds(
-        logits,
-        targets,
-        rounds=1,
-        k=k,
-        mode=mode,
-        sets=sets,
-        unigram=unigram,
-        unigram_share=unigram_share,
-        temperature=temperature,
-        generator=generator,
-        exclude_top_p=exclude_top_p,
-    )
-    return negatives, valid
+    """(negatives (N, K) token ids, valid (N, K) bool): one round of `sample_negative_rounds`,
+    whose keyword options it takes. Invalid entries are duplicates."""
+    return sample_negative_rounds(logits, targets, rounds=1, **options)[0]
 
 
 def sample_negative_rounds(
@@ -159,8 +134,13 @@ def sample_negative_rounds(
     generator: torch.Generator | None = None,
     exclude_top_p: float = 0.0,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`rounds` independent draws of `sample_negatives` (one per planned epoch, say), drawn one
-    after the other from `generator`; the excluded sets and the proposals are computed once."""
+    """`rounds` independent draws of (negatives (N, K), valid (N, K)), one per planned epoch say,
+    drawn one after the other from `generator`; the excluded sets and the proposals are computed
+    once. Invalid entries are duplicates. `exclude_top_p` > 0 also keeps the softmax's top-p set
+    (at most `TOP_P_MAX` tokens) out of the negatives: softer negatives for plausible tokens the
+    dominant rule does not cover."""
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"`rounds` should be a positive integer, got {rounds!r}")
     if mode not in ("dominant", "mixed", "random"):
         raise ValueError(f"`mode` should be 'dominant', 'mixed' or 'random' for sampling, got {mode!r}")
     if not isinstance(k, int) or k < 1:

@@ -36,7 +36,7 @@ from ..models import model_field
 from . import checkpoint as ckpt
 from .data import Example, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, sigmoid_head_loss
-from .negatives import MODES, sample_negatives, unigram_distribution
+from .negatives import MODES, sample_negative_rounds, unigram_distribution
 
 DEV_SEED_PART = 99991  # the dev set's negatives come from their own seeded stream
 
@@ -234,15 +234,19 @@ def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
-def draw_negatives(frozen, config: TrainConfig, unigram, generator, mode: str, top_p: float = 0.0):
-    """(negatives, valid) for one batch's frozen outputs; dominant sets only when the mode excludes them."""
+def draw_negatives(
+    frozen, config: TrainConfig, unigram, generator, mode: str, top_p: float = 0.0, rounds=None
+):
+    """(negatives, valid) for one batch's frozen outputs, or a list of `rounds` such draws (one a
+    planned epoch, for the cache); dominant sets only when the mode excludes them."""
     sets = None
     if mode == "dominant":
         logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
         sets = dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
-    return sample_negatives(
+    drawn = sample_negative_rounds(
         frozen.logits,
         frozen.targets,
+        rounds=rounds or 1,
         k=config.num_negatives,
         mode=mode,
         sets=sets,
@@ -252,6 +256,7 @@ def draw_negatives(frozen, config: TrainConfig, unigram, generator, mode: str, t
         generator=generator,
         exclude_top_p=top_p,
     )
+    return drawn if rounds is not None else drawn[0]
 
 
 class DevSet:
