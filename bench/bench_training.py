@@ -14,6 +14,7 @@ epochs >= 20,000 positions/s on 2 cores.
 Runs on any device (`--device`, default cuda when available) and prints tokens/s there.
 
 Usage: python bench/bench_training.py [--batches 6] [--batch-size 8] [--device cuda] [--dtype bfloat16]
+                                      [--model DIR] [--data sighead:wiki | rows.jsonl]
 """
 
 from __future__ import annotations
@@ -26,7 +27,23 @@ import sys
 import time
 
 
-def run_cached(batches: int, batch_size: int, device: str, dtype: str, epochs: int = 3) -> dict:
+def load_rows(data: str, n: int) -> list[dict]:
+    """The first `n` training rows: a built-in source, or a local JSON Lines file read directly."""
+    if data.endswith(".jsonl"):
+        with open(data, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    else:
+        from sighead_eval.training.data import load_records
+
+        rows = load_records(data)
+    if len(rows) < n:
+        raise SystemExit(f"--data {data}: {len(rows)} rows, the benchmark needs {n}")
+    return rows[:n]
+
+
+def run_cached(
+    batches: int, batch_size: int, device: str, dtype: str, model_name, data: str, epochs: int = 3
+) -> dict:
     """The cached variant: the frozen pass (with every epoch's negatives), then epochs over it."""
     import tempfile
 
@@ -34,10 +51,9 @@ def run_cached(batches: int, batch_size: int, device: str, dtype: str, epochs: i
 
     from sighead_eval.models import load_model
     from sighead_eval.training import TrainConfig, Trainer
-    from sighead_eval.training.data import load_records
 
-    model, tokenizer = load_model(dtype=dtype, device=device)
-    rows = load_records("sighead:wiki")[: batch_size * batches + 2]
+    model, tokenizer = load_model(model_name, dtype=dtype, device=device)
+    rows = load_rows(data, batch_size * batches + 2)
     config = TrainConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-training-"),
         batch_size=batch_size,
@@ -74,17 +90,18 @@ def run_cached(batches: int, batch_size: int, device: str, dtype: str, epochs: i
     }
 
 
-def run_variant(variant: str, batches: int, batch_size: int, device: str, dtype: str) -> dict:
+def run_variant(
+    variant: str, batches: int, batch_size: int, device: str, dtype: str, model_name, data: str
+) -> dict:
     import tempfile
 
     import torch
 
     from sighead_eval.models import load_model
     from sighead_eval.training import TrainConfig, Trainer
-    from sighead_eval.training.data import load_records
 
-    model, tokenizer = load_model(dtype=dtype, device=device)
-    rows = load_records("sighead:wiki")[: batch_size * (batches + 1) + 2]
+    model, tokenizer = load_model(model_name, dtype=dtype, device=device)
+    rows = load_rows(data, batch_size * (batches + 1) + 2)
     config = TrainConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-training-"),
         negatives="full" if variant == "full" else "dominant",
@@ -154,27 +171,45 @@ def main() -> None:
     parser.add_argument("--variant", choices=["forward", "sampled", "full", "cached"], help=argparse.SUPPRESS)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", help="frozen model's precision (bfloat16 on a GPU)")
+    parser.add_argument("--model", default=None, help="model (default: the embedded SmolLM2)")
+    parser.add_argument(
+        "--data",
+        default="sighead:wiki",
+        help="training rows: a built-in source or a local .jsonl",
+    )
     args = parser.parse_args()
     from sighead_eval.models import resolve_device
 
     device = resolve_device(args.device)
     if args.variant == "cached":
-        print(json.dumps(run_cached(args.batches, args.batch_size, device, args.dtype)))
+        print(
+            json.dumps(run_cached(args.batches, args.batch_size, device, args.dtype, args.model, args.data))
+        )
         return
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.batches, args.batch_size, device, args.dtype)))
+        print(
+            json.dumps(
+                run_variant(
+                    args.variant, args.batches, args.batch_size, device, args.dtype, args.model, args.data
+                )
+            )
+        )
         return
     results = {}
     for variant in ("forward", "sampled", "full", "cached"):
         cmd = [sys.executable, __file__, "--variant", variant, "--batches", str(args.batches),
-               "--batch-size", str(args.batch_size), "--device", device, "--dtype", args.dtype]  # fmt: skip
+               "--batch-size", str(args.batch_size), "--device", device, "--dtype", args.dtype,
+               "--data", args.data]  # fmt: skip
+        if args.model:
+            cmd += ["--model", args.model]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
     s, u, c = results["sampled"], results["full"], results.pop("cached")
     rate = {k: v["tokens"] / v["seconds"] for k, v in results.items()}
     print(
-        f"{args.batches} batches of {args.batch_size} wiki chat examples, {s['tokens']} response tokens, "
-        f"on {device} ({args.dtype})"
+        f"{args.batches} batches of {args.batch_size} chat examples ({args.data}), "
+        f"{s['tokens']} response tokens, "
+        f"{args.model or 'the embedded SmolLM2'} on {device} ({args.dtype})"
     )
     labels = {
         "forward": "frozen forward only (no logits)",
