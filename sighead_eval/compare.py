@@ -11,6 +11,10 @@ evidence that tuning cannot fool?
   same resample for both estimators): the 95 % interval is reported. The
   length-only baseline (negated answer length) is a row like any other, so a win that is only a
   length effect shows.
+- `--split both` also runs the protocol for the mechanism in closed form (`mechanism`): the
+  `ceiling` aggregation chosen on dev against the same rival, Holm-corrected as a family of its
+  own; and tabulates the gaps head - rival, ceiling - rival and head - ceiling per task and error
+  type (`gap_table`).
 - `--outputs RUN.json` rescored saved outputs (those of an earlier run, whatever head made them:
   the outputs of the frozen model do not depend on the head) instead of generating again.
 
@@ -28,7 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as core
-from .estimators import CONFIDENCES, HEAD_CONFIDENCES, PROBABILITIES, RIVAL_CONFIDENCES, confidence
+from .estimators import (
+    CEILING_CONFIDENCES,
+    CONFIDENCES,
+    HEAD_CONFIDENCES,
+    PROBABILITIES,
+    RIVAL_CONFIDENCES,
+    confidence,
+)
 from .files import check_output_dir, write_atomic
 from .models import ModelOptions
 from .report.samples import TaskSamples, judged, task_samples
@@ -164,14 +175,20 @@ def subset(ts: TaskSamples, split: str) -> TaskSamples:
 
 
 def choose_on_dev(dev: TaskSamples) -> dict:
-    """The head aggregation and the best rival with the highest macro ROC-AUC on dev."""
+    """The head aggregation, the ceiling aggregation and the best rival with the highest macro
+    ROC-AUC on dev."""
     auroc = {e: per_type(dev, e, "auroc")["macro"] for e in dev.estimators}
 
     def best(names):
         scored = [(auroc[e], e) for e in names if e in auroc and not math.isnan(auroc[e])]
         return max(scored)[1] if scored else None
 
-    return {"head": best(HEAD_CONFIDENCES), "baseline": best(RIVALS), "dev_auroc": auroc}
+    return {
+        "head": best(HEAD_CONFIDENCES),
+        "baseline": best(RIVALS),
+        "ceiling": best(CEILING_CONFIDENCES),
+        "dev_auroc": auroc,
+    }
 
 
 def error_breakdown(ts: TaskSamples) -> dict:
@@ -214,11 +231,25 @@ def preregistered(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0)
     """The protocol: choose, per task, one head aggregation and one rival on the dev half; on the
     test half, the difference of macro ROC-AUC and PRR with a paired bootstrap, Holm-Bonferroni
     corrected across tasks x metrics. Intervals are at the Bonferroni level 1 - alpha / m."""
+    return _dev_chosen_family(per_task, "head", iters, seed)
+
+
+def mechanism(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> dict:
+    """The same protocol for the mechanism in closed form, a family of its own: per task, the
+    `ceiling` aggregation chosen on dev against the same dev-chosen rival, Holm-corrected within
+    this family (so it leaves the head's comparisons as they are). Rows name the ceiling
+    aggregation under `head`, the estimator under test, as the head's rows do."""
+    return _dev_chosen_family(per_task, "ceiling", iters, seed)
+
+
+def _dev_chosen_family(per_task: list[TaskSamples], role: str, iters: int, seed: int) -> dict:
+    """Per task, the `role` ("head" or "ceiling") estimator and the rival chosen on dev; their
+    paired test-half differences, Holm-corrected over this family's comparisons."""
     rows = []
     for ts in per_task:
         dev, test = subset(ts, "dev"), subset(ts, "test")
         chosen = choose_on_dev(dev)
-        head, rival = chosen["head"], chosen["baseline"]
+        head, rival = chosen[role], chosen["baseline"]
         if head is None or rival is None or not type_groups(test):
             continue
         for m in METRICS:
@@ -238,9 +269,9 @@ def preregistered(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0)
         )
         r["p_holm"] = p_adj
         r["verdict"] = (
-            "head better"
+            f"{role} better"
             if p_adj < ALPHA and r["diff"] > 0
-            else "head worse"
+            else f"{role} worse"
             if p_adj < ALPHA
             else "no significant difference"
         )
@@ -260,7 +291,8 @@ def headline_table(report: dict) -> str:
     """The test half: every estimator's macro ROC-AUC and PRR, and ECE and Brier after Platt
     scaling fitted on dev; the dev-chosen head aggregation marked H, the dev-chosen rival B."""
     tasks = report["tasks"]
-    chosen = {(r["task"], r["head"]): "H" for r in report["preregistered"]["rows"]}
+    chosen = {(r["task"], r["head"]): "C" for r in report.get("mechanism", {}).get("rows", [])}
+    chosen.update({(r["task"], r["head"]): "H" for r in report["preregistered"]["rows"]})
     chosen.update({(r["task"], r["baseline"]): "B" for r in report["preregistered"]["rows"]})
     head = ["estimator"] + [
         f"{_short(t['task'])}: {label}" for t in tasks for label in ("ROC-AUC", "PRR", "ECE", "Brier")
@@ -319,9 +351,39 @@ def calibration_table(report: dict) -> list[str]:
     return lines
 
 
-def preregistered_sentences(report: dict) -> list[str]:
-    """One sentence per (task, metric) of the pre-registered comparison, from its numbers."""
-    pre = report["preregistered"]
+def gap_table(report: dict) -> list[str]:
+    """Markdown lines: per task, and per error type where a task has them, the test-half macro
+    ROC-AUC of the dev-chosen head aggregation (H), rival (B) and ceiling aggregation (C), and
+    the gaps between them: H - B is what the trained head adds over the best baseline, C - B
+    what the converged mechanism would, and H - C how far training is from that convergence."""
+    chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
+    ceiling = {r["task"]: r["head"] for r in report.get("mechanism", {}).get("rows", [])}
+    lines = [
+        "| task (error type) | H | B | C | H − B | C − B | H − C |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in report["tasks"]:
+        row = chosen.get(t["task"])
+        if row is None:
+            continue
+        h, b, c = row["head"], row["baseline"], ceiling.get(t["task"])
+        parts = [(_short(t["task"]), {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
+        for error, table in report.get("errors", {}).get(t["task"], {}).items():
+            parts.append((f"{_short(t['task'])} ({error})", table["auroc"]))
+        for name, auroc in parts:
+            vh, vb = auroc.get(h, math.nan), auroc.get(b, math.nan)
+            vc = auroc.get(c, math.nan) if c else math.nan
+            cells = [f"{_cell(vh)} `{h}`", f"{_cell(vb)} `{b}`", f"{_cell(vc)} `{c}`" if c else "–"]
+            gaps = [
+                f"{x - y:+.3f}" if not math.isnan(x - y) else "–" for x, y in ((vh, vb), (vc, vb), (vh, vc))
+            ]
+            lines.append("| " + " | ".join([name, *cells, *gaps]) + " |")
+    return lines
+
+
+def preregistered_sentences(report: dict, family: str = "preregistered") -> list[str]:
+    """One sentence per (task, metric) of a dev-chosen family's comparisons, from its numbers."""
+    pre = report[family]
     out = []
     for r in pre["rows"]:
         name = "ROC-AUC" if r["metric"] == "auroc" else "PRR"
@@ -348,7 +410,9 @@ def headline_block(report: dict) -> str:
         "",
         f"Test halves only ({n} samples), {report['model']} with `{Path(report['adapter']).name}`, "
         f"{report['date']}. H: the head aggregation chosen on dev; B: the rival chosen on dev (best dev "
-        "ROC-AUC among the softmax, BoostedProb and entropy aggregations). ROC-AUC and PRR are macro "
+        "ROC-AUC among the softmax, BoostedProb and entropy aggregations)"
+        + ("; C: the ceiling aggregation chosen on dev" if "mechanism" in report else "")
+        + ". ROC-AUC and PRR are macro "
         "averages over question types; ECE and Brier are after Platt scaling fitted on dev.",
         "",
         headline_table(report).rstrip(),
@@ -358,9 +422,30 @@ def headline_block(report: dict) -> str:
         "",
         *(f"- {line}" for line in preregistered_sentences(report)),
         "",
+        *_mechanism_lines(report),
         HEADLINE_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _mechanism_lines(report: dict) -> list[str]:
+    """The ceiling's family (C in the table) and the gaps per task and error type."""
+    if "mechanism" not in report:
+        return []
+    return [
+        "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on dev, "
+        "against the same rival; a family of its own, Holm-Bonferroni over "
+        f"{report['mechanism']['comparisons']} comparisons; added after the head's comparisons were "
+        "published, with the same mechanical dev choice):",
+        "",
+        *(f"- {line}" for line in preregistered_sentences(report, "mechanism")),
+        "",
+        "Gaps on the test half, macro ROC-AUC, per task and per error type (the task's dev choices of "
+        "H, B and C throughout):",
+        "",
+        *gap_table(report),
+        "",
+    ]
 
 
 def replace_headline(text: str, block: str) -> str:
@@ -387,6 +472,7 @@ def markdown(report: dict) -> str:
             "",
             *(f"- {line}" for line in preregistered_sentences(report)),
             "",
+            *_mechanism_lines(report),
             "## Calibration (test half)",
             "",
             "ECE and Brier of each estimator: raw (probabilities only: the scores as they come out), and "
@@ -550,6 +636,7 @@ def run_compare(
     }
     if split == "both":  # choose on dev, report on test; the all-pairs tables are exploration
         report["preregistered"] = preregistered(per_task, bootstrap, seed)
+        report["mechanism"] = mechanism(per_task, bootstrap, seed)
         report["calibration"] = {
             ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
         }

@@ -194,6 +194,65 @@ def test_the_preregistered_comparison_chooses_on_dev_and_reports_test():
     assert report["rows"][0]["verdict"] == "head better"  # an edge of 2 sigma is found
 
 
+def with_ceiling(ts):
+    """`halves()` plus ceiling rows: `ceiling_min` best on dev and strong on test; `ceiling_mean`
+    noise on dev and perfect on test (a dev choice must not see that)."""
+    rng = np.random.default_rng(7)
+    dev = np.array([d["split"] == "dev" for d in ts.docs])
+    ts.confidence["ceiling_min"] = 3 * ts.quality + rng.standard_normal(dev.size)
+    ts.confidence["ceiling_mean"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
+    ts.confidence["ceiling_prod"] = rng.standard_normal(dev.size)
+    return ts
+
+
+def test_the_ceilings_family_is_chosen_on_dev_and_corrected_apart_from_the_heads():
+    ts = halves()
+    before = compare.preregistered([ts], iters=200)
+    ts = with_ceiling(ts)
+    assert compare.choose_on_dev(compare.subset(ts, "dev"))["ceiling"] == "ceiling_min"
+    after = compare.preregistered([ts], iters=200)
+    mech = compare.mechanism([ts], iters=200)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "_boot"} for r in rows]  # noqa: E731
+    assert strip(after["rows"]) == strip(before["rows"])  # the ceiling leaves the head's family alone
+    assert mech["comparisons"] == 2
+    test = compare.subset(ts, "test")
+    for row in mech["rows"]:
+        assert row["head"] == "ceiling_min" and row["baseline"] == before["rows"][0]["baseline"]
+        expected = (
+            compare.per_type(test, "ceiling_min", row["metric"])["macro"]
+            - compare.per_type(test, row["baseline"], row["metric"])["macro"]
+        )
+        assert row["diff"] == pytest.approx(expected)
+    assert mech["rows"][0]["verdict"] == "ceiling better"
+
+
+def test_the_gap_table_quotes_each_dev_choice_per_task_and_error_type():
+    ts = with_ceiling(halves())
+    for i, d in enumerate(ts.docs):
+        d["error"] = "none" if ts.quality[i] == 1 else ("plausible" if i % 4 < 2 else "implausible")
+    test = compare.subset(ts, "test")
+    report = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
+        "preregistered": compare.preregistered([ts], iters=50),
+        "mechanism": compare.mechanism([ts], iters=50),
+        "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), test)},
+        "tasks": [compare.compare_task(test, iters=20)], "errors": {ts.task: compare.error_breakdown(test)},
+    }  # fmt: skip
+    lines = compare.gap_table(report)
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| x", "| x (implausible)", "| x (plausible)"]
+    h, b = report["preregistered"]["rows"][0]["head"], report["preregistered"]["rows"][0]["baseline"]
+    vh = compare.per_type(test, h, "auroc")["macro"]
+    vb = compare.per_type(test, b, "auroc")["macro"]
+    vc = compare.per_type(test, "ceiling_min", "auroc")["macro"]
+    cells = lines[2].strip("| ").split(" | ")
+    assert cells[1:4] == [f"{vh:.3f} `{h}`", f"{vb:.3f} `{b}`", f"{vc:.3f} `ceiling_min`"]
+    assert cells[4:] == [f"{vh - vb:+.3f}", f"{vc - vb:+.3f}", f"{vh - vc:+.3f}"]
+    implausible = report["errors"][ts.task]["implausible"]["auroc"]
+    assert lines[3].split(" | ")[1] == f"{implausible[h]:.3f} `{h}`"
+    block = compare.headline_block(report)
+    assert " C |" in block and "C: the ceiling aggregation chosen on dev" in block and lines[2] in block
+
+
 def test_holm_and_the_bootstrap_p_value_by_hand():
     from sighead_eval import metrics as core
 
