@@ -13,8 +13,8 @@ evidence that tuning cannot fool?
   length effect shows.
 - `--split both` also runs the protocol for the mechanism in closed form (`mechanism`): the
   `ceiling` aggregation chosen on dev against the same rival, Holm-corrected as a family of its
-  own; and tabulates the gaps head - rival, ceiling - rival and head - ceiling per task and error
-  type (`gap_table`).
+  own; the same for the head times its ceiling (`hybrid`, a lever beyond the paper); and
+  tabulates the gaps to the rival and head - ceiling per task and error type (`gap_table`).
 - `--outputs RUN.json` rescored saved outputs (those of an earlier run, whatever head made them:
   the outputs of the frozen model do not depend on the head) instead of generating again.
 
@@ -36,6 +36,7 @@ from .estimators import (
     CEILING_CONFIDENCES,
     CONFIDENCES,
     HEAD_CONFIDENCES,
+    HYBRID_CONFIDENCES,
     PROBABILITIES,
     RIVAL_CONFIDENCES,
     confidence,
@@ -175,8 +176,8 @@ def subset(ts: TaskSamples, split: str) -> TaskSamples:
 
 
 def choose_on_dev(dev: TaskSamples) -> dict:
-    """The head aggregation, the ceiling aggregation and the best rival with the highest macro
-    ROC-AUC on dev."""
+    """The head, ceiling and hybrid aggregations and the rival with the highest macro ROC-AUC on
+    dev."""
     auroc = {e: per_type(dev, e, "auroc")["macro"] for e in dev.estimators}
 
     def best(names):
@@ -187,6 +188,7 @@ def choose_on_dev(dev: TaskSamples) -> dict:
         "head": best(HEAD_CONFIDENCES),
         "baseline": best(RIVALS),
         "ceiling": best(CEILING_CONFIDENCES),
+        "hybrid": best(HYBRID_CONFIDENCES),
         "dev_auroc": auroc,
     }
 
@@ -242,8 +244,18 @@ def mechanism(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> 
     return _dev_chosen_family(per_task, "ceiling", iters, seed)
 
 
+def hybrid(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> dict:
+    """The same protocol for the head times its ceiling (`hybrid`, a lever beyond the paper), a
+    family of its own: per task, the hybrid aggregation chosen on dev against the same rival."""
+    return _dev_chosen_family(per_task, "hybrid", iters, seed)
+
+
+#: The families beside the pre-registered one, in report order: key, and its mark in the tables.
+FAMILIES = {"mechanism": ("ceiling", "C"), "hybrid": ("hybrid", "HC")}
+
+
 def _dev_chosen_family(per_task: list[TaskSamples], role: str, iters: int, seed: int) -> dict:
-    """Per task, the `role` ("head" or "ceiling") estimator and the rival chosen on dev; their
+    """Per task, the `role` ("head", "ceiling" or "hybrid") estimator and the rival chosen on dev; their
     paired test-half differences, Holm-corrected over this family's comparisons."""
     rows = []
     for ts in per_task:
@@ -291,7 +303,11 @@ def headline_table(report: dict) -> str:
     """The test half: every estimator's macro ROC-AUC and PRR, and ECE and Brier after Platt
     scaling fitted on dev; the dev-chosen head aggregation marked H, the dev-chosen rival B."""
     tasks = report["tasks"]
-    chosen = {(r["task"], r["head"]): "C" for r in report.get("mechanism", {}).get("rows", [])}
+    chosen = {
+        (r["task"], r["head"]): mark
+        for family, (_, mark) in FAMILIES.items()
+        for r in report.get(family, {}).get("rows", [])
+    }
     chosen.update({(r["task"], r["head"]): "H" for r in report["preregistered"]["rows"]})
     chosen.update({(r["task"], r["baseline"]): "B" for r in report["preregistered"]["rows"]})
     head = ["estimator"] + [
@@ -353,31 +369,35 @@ def calibration_table(report: dict) -> list[str]:
 
 def gap_table(report: dict) -> list[str]:
     """Markdown lines: per task, and per error type where a task has them, the test-half macro
-    ROC-AUC of the dev-chosen head aggregation (H), rival (B) and ceiling aggregation (C), and
-    the gaps between them: H - B is what the trained head adds over the best baseline, C - B
-    what the converged mechanism would, and H - C how far training is from that convergence."""
+    ROC-AUC of the dev-chosen head aggregation (H), rival (B), ceiling aggregation (C) and hybrid
+    aggregation (HC), and the gaps: H - B is what the trained head adds over the best baseline,
+    C - B what the converged mechanism would, HC - B what the head times its ceiling does, and
+    H - C how far training is from the mechanism's convergence."""
     chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
-    ceiling = {r["task"]: r["head"] for r in report.get("mechanism", {}).get("rows", [])}
-    lines = [
-        "| task (error type) | H | B | C | H − B | C − B | H − C |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    others = {
+        mark: {r["task"]: r["head"] for r in report.get(family, {}).get("rows", [])}
+        for family, (_, mark) in FAMILIES.items()
+    }
+    marks = [m for m in others if others[m]]
+    head = ["task (error type)", "H", "B", *marks, "H − B", *(f"{m} − B" for m in marks)]
+    if "C" in marks:
+        head.append("H − C")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in report["tasks"]:
         row = chosen.get(t["task"])
         if row is None:
             continue
-        h, b, c = row["head"], row["baseline"], ceiling.get(t["task"])
+        names = {"H": row["head"], "B": row["baseline"], **{m: others[m].get(t["task"]) for m in marks}}
         parts = [(_short(t["task"]), {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
         for error, table in report.get("errors", {}).get(t["task"], {}).items():
             parts.append((f"{_short(t['task'])} ({error})", table["auroc"]))
         for name, auroc in parts:
-            vh, vb = auroc.get(h, math.nan), auroc.get(b, math.nan)
-            vc = auroc.get(c, math.nan) if c else math.nan
-            cells = [f"{_cell(vh)} `{h}`", f"{_cell(vb)} `{b}`", f"{_cell(vc)} `{c}`" if c else "–"]
-            gaps = [
-                f"{x - y:+.3f}" if not math.isnan(x - y) else "–" for x, y in ((vh, vb), (vc, vb), (vh, vc))
-            ]
-            lines.append("| " + " | ".join([name, *cells, *gaps]) + " |")
+            value = {k: auroc.get(e, math.nan) if e else math.nan for k, e in names.items()}
+            cells = [f"{_cell(value[k])} `{names[k]}`" if names[k] else "–" for k in ("H", "B", *marks)]
+            pairs = [("H", "B"), *((m, "B") for m in marks)] + ([("H", "C")] if "C" in marks else [])
+            gaps = [value[a] - value[b] for a, b in pairs]
+            cells += ["–" if math.isnan(g) else f"{g:+.3f}" for g in gaps]
+            lines.append("| " + " | ".join([name, *cells]) + " |")
     return lines
 
 
@@ -412,6 +432,7 @@ def headline_block(report: dict) -> str:
         f"{report['date']}. H: the head aggregation chosen on dev; B: the rival chosen on dev (best dev "
         "ROC-AUC among the softmax, BoostedProb and entropy aggregations)"
         + ("; C: the ceiling aggregation chosen on dev" if "mechanism" in report else "")
+        + ("; HC: the hybrid (head times ceiling) aggregation chosen on dev" if "hybrid" in report else "")
         + ". ROC-AUC and PRR are macro "
         "averages over question types; ECE and Brier are after Platt scaling fitted on dev.",
         "",
@@ -428,20 +449,37 @@ def headline_block(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How each family beside the pre-registered one is introduced in the reports.
+FAMILY_INTROS = {
+    "mechanism": "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on "
+    "dev, against the same rival; added after the head's comparisons were published, with the same "
+    "mechanical dev choice)",
+    "hybrid": "The head times its ceiling, a lever beyond the paper (HC: the `hybrid` aggregation "
+    "chosen on dev, against the same rival; this family's rule was fixed and committed before its "
+    "test half was computed)",
+}
+
+
 def _mechanism_lines(report: dict) -> list[str]:
-    """The ceiling's family (C in the table) and the gaps per task and error type."""
-    if "mechanism" not in report:
+    """The families beside the pre-registered one (C, HC in the table), each Holm-corrected on its
+    own, and the gaps per task and error type."""
+    lines = []
+    for family in FAMILIES:
+        if family in report:
+            lines += [
+                f"{FAMILY_INTROS[family]}; a family of its own, Holm-Bonferroni over "
+                f"{report[family]['comparisons']} comparisons:",
+                "",
+                *(f"- {line}" for line in preregistered_sentences(report, family)),
+                "",
+            ]
+    if not lines:
         return []
+    marks = ", ".join(["H", "B", *(m for f, (_, m) in FAMILIES.items() if f in report)])
     return [
-        "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on dev, "
-        "against the same rival; a family of its own, Holm-Bonferroni over "
-        f"{report['mechanism']['comparisons']} comparisons; added after the head's comparisons were "
-        "published, with the same mechanical dev choice):",
-        "",
-        *(f"- {line}" for line in preregistered_sentences(report, "mechanism")),
-        "",
+        *lines,
         "Gaps on the test half, macro ROC-AUC, per task and per error type (the task's dev choices of "
-        "H, B and C throughout):",
+        f"{marks} throughout):",
         "",
         *gap_table(report),
         "",
@@ -637,6 +675,8 @@ def run_compare(
     if split == "both":  # choose on dev, report on test; the all-pairs tables are exploration
         report["preregistered"] = preregistered(per_task, bootstrap, seed)
         report["mechanism"] = mechanism(per_task, bootstrap, seed)
+        if any(e in ts.confidence for ts in per_task for e in HYBRID_CONFIDENCES):
+            report["hybrid"] = hybrid(per_task, bootstrap, seed)
         report["calibration"] = {
             ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
         }

@@ -9,10 +9,14 @@ A *token estimator* gives each scored token a probability-like score:
   model's own distribution (`../shared/METHOD.md`): 1 if `y` is dominant, else `p / (p + expected
   negative draws of y)`. Beside a trained head it tells how much of its score is the mechanism
   and how much is learning; it is not a rival of the head.
+- `hybrid`: the head's score times the ceiling's, a lever beyond the paper. Inside the dominant set
+  the ceiling is 1, so it is the trained head, which keeps the within-set information the
+  converged mechanism throws away; outside, the mechanism's converged judgement discounts the
+  head's score. Computed only where a head is.
 
 A *sequence aggregation* turns a response's token scores into one number (`SEQUENCE_AGGREGATIONS`,
 all computed by the scoring engine). A *confidence* is what the reports rank outputs by, named
-`{estimator}_{aggregation}` (`CONFIDENCES`): the three token estimators under the aggregations the
+`{estimator}_{aggregation}` (`CONFIDENCES`): the token estimators under the aggregations the
 reports use (`REPORTED_AGGREGATIONS`), the entropy's mean and maximum, and the response length.
 Confidences follow one convention: higher = more confident, so entropies and lengths are negated.
 
@@ -37,7 +41,7 @@ from collections.abc import Mapping
 import numpy as np
 
 #: Token-level estimators whose scores are probabilities (kept as natural logs while scoring).
-TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling")
+TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid")
 #: Every aggregation the scoring engine computes per sequence (`ScoredText.sequence_scores`).
 SEQUENCE_AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
 #: The aggregations the reports (lm-eval tasks, demo, compare) rank outputs by.
@@ -49,9 +53,13 @@ CONFIDENCES = (*PROBABILITIES, "entropy_mean", "entropy_max", "length")
 #: The Sigmoid Head's confidences, and the baselines a head is compared with.
 HEAD_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("sigmoid_"))
 CEILING_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("ceiling_"))
-#: The baselines a head is compared with: everything but the head, its ceiling and the length.
+HYBRID_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("hybrid_"))
+#: The baselines a head is compared with: everything but the head, its ceiling, the hybrid of the
+#: two and the length.
 RIVAL_CONFIDENCES = tuple(
-    c for c in CONFIDENCES if c not in HEAD_CONFIDENCES + CEILING_CONFIDENCES and c != "length"
+    c
+    for c in CONFIDENCES
+    if c not in HEAD_CONFIDENCES + CEILING_CONFIDENCES + HYBRID_CONFIDENCES and c != "length"
 )
 
 GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")

@@ -127,9 +127,9 @@ def token_scores(
 
     logits: (N, V) softmax logits; targets: (N,) the tokens scored; hidden: (N, H) the head's
     input; head: the model's `SigmoidHeadLayer` with an active adapter (`active_head_layer`), or
-    None for the softmax baselines only. Returns (N,) float32 tensors: log scores for `sigmoid`,
-    `softmax`, `boostedprob`; `entropy`, `dominant_size`, `dominant_mass`; `greedy` (1.0 where the
-    token is the softmax's argmax).
+    None for the softmax baselines only. Returns (N,) float32 tensors: log scores for `softmax`,
+    `boostedprob`, `ceiling` and, with a head, `sigmoid` and `hybrid`; `entropy`, `dominant_size`,
+    `dominant_mass`; `greedy` (1.0 where the token is the softmax's argmax).
     """
     options = options or ScoringOptions()
     if head is not None and hidden is None:
@@ -142,6 +142,7 @@ def token_scores(
         if head is not None:
             offset = head.logit_offset(log_normalizer=lse)  # None for the paper's head
             part["sigmoid"] = F.logsigmoid(head.head_logits(hidden[rows], targets[rows], offset=offset))
+            part["hybrid"] = part["sigmoid"] + part["ceiling"]  # the head times its ceiling
         parts.append(part)
     if len(parts) == 1:
         return parts[0]

@@ -226,6 +226,34 @@ def test_the_ceilings_family_is_chosen_on_dev_and_corrected_apart_from_the_heads
     assert mech["rows"][0]["verdict"] == "ceiling better"
 
 
+def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
+    ts = with_ceiling(halves())
+    dev = np.array([d["split"] == "dev" for d in ts.docs])
+    rng = np.random.default_rng(3)
+    ts.confidence["hybrid_prod"] = 2 * ts.quality + rng.standard_normal(dev.size)
+    ts.confidence["hybrid_mean"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
+    ts.confidence["hybrid_min"] = rng.standard_normal(dev.size)
+    assert "hybrid_prod" not in compare.RIVALS
+    fam = compare.hybrid([ts], iters=100)
+    assert [r["head"] for r in fam["rows"]] == ["hybrid_prod", "hybrid_prod"]  # not the test-best mean
+    test = compare.subset(ts, "test")
+    report = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
+        "preregistered": compare.preregistered([ts], iters=50),
+        "mechanism": compare.mechanism([ts], iters=50), "hybrid": fam,
+        "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), test)},
+        "tasks": [compare.compare_task(test, iters=20)],
+    }  # fmt: skip
+    lines = compare.gap_table(report)
+    assert lines[0] == "| task (error type) | H | B | C | HC | H − B | C − B | HC − B | H − C |"
+    vb = compare.per_type(test, fam["rows"][0]["baseline"], "auroc")["macro"]
+    vhc = compare.per_type(test, "hybrid_prod", "auroc")["macro"]
+    cells = lines[2].strip("| ").split(" | ")
+    assert cells[4] == f"{vhc:.3f} `hybrid_prod`" and cells[7] == f"{vhc - vb:+.3f}"
+    block = compare.headline_block(report)
+    assert " HC |" in block and "HC: the hybrid" in block and "hybrid_prod` minus" in block
+
+
 def test_the_gap_table_quotes_each_dev_choice_per_task_and_error_type():
     ts = with_ceiling(halves())
     for i, d in enumerate(ts.docs):

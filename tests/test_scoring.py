@@ -371,6 +371,31 @@ def test_the_ceiling_is_the_converged_heads_closed_form():
     assert torch.isfinite(out["ceiling"]).all()
 
 
+def test_the_hybrid_is_the_head_times_its_ceiling_and_needs_a_head(tokenizer):
+    from sighead_eval.scoring import active_head_layer, token_scores
+
+    model = _with_head()
+    layer = active_head_layer(model)
+    vocab, width = layer.base_layer.weight.shape
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, vocab, generator=g) * 0.5
+    z[:, 0] += 8.0  # token 0 wins clearly: dominant
+    targets = torch.tensor([0, 0, 0, 0, 5, 6, 7, 8])
+    hidden = torch.randn(8, width, generator=g)
+    with torch.no_grad():
+        out = token_scores(z, targets, hidden, layer)
+    assert torch.allclose(out["hybrid"], out["sigmoid"] + out["ceiling"], atol=1e-6)
+    inside = out["ceiling"] == 0
+    assert inside.tolist() == [True] * 4 + [False] * 4
+    assert torch.equal(out["hybrid"][:4], out["sigmoid"][:4])  # inside the set: the trained head's own
+    assert (out["hybrid"][4:] < out["sigmoid"][4:]).all()  # outside: discounted by the mechanism
+    assert "hybrid" not in token_scores(z, targets) and "sigmoid" not in token_scores(z, targets)
+    [scored] = score(model, tokenizer, RECORDS[:1], progress=False)
+    logs = scored.log_scores
+    np.testing.assert_allclose(logs["hybrid"], logs["sigmoid"] + logs["ceiling"], atol=1e-6)
+    assert scored.sequence_scores()["hybrid_min"] == pytest.approx(float(np.exp(logs["hybrid"].min())))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 def test_scores_on_a_gpu_equal_those_on_the_cpu(tokenizer):
     model = _with_head()

@@ -15,6 +15,7 @@ FAMILY_COLOURS = {
     "softmax": "#1f77b4",
     "boostedprob": "#2ca02c",
     "ceiling": "#ff7f0e",
+    "hybrid": "#8c564b",
     "entropy": "#9467bd",
     "length": "#7f7f7f",
 }
