@@ -95,6 +95,7 @@ def test_sigmoid_confidence_on_a_local_model(tmp_path, tokenizer):
     kwargs = {"model": str(tmp_path / "base"), "adapter": str(tmp_path / "head")}
     out = metric.compute(predictions=texts, sources=["Hi", "Hi"], return_tokens=True, **kwargs)
     assert len(out["scores"]["sigmoid_mean"]) == 2 and len(out["tokens"]) == 2
+    assert len(out["scores"]["hybrid_min"]) == 2 and len(out["scores"]["ceiling_min"]) == 2
     assert out["means"]["softmax_mean"] == pytest.approx(sum(out["scores"]["softmax_mean"]) / 2)
     metric.compute(predictions=texts, **kwargs)
     assert len(metric.__dict__["_sighead_models"]) == 1  # the model loaded once
@@ -104,7 +105,8 @@ def test_sigmoid_confidence_on_a_local_model(tmp_path, tokenizer):
         metric.compute(predictions=texts, model=str(tmp_path / "base"), adapter=str(tmp_path / "nope"))
     with pytest.warns(UserWarning, match="no `adapter` given, so there are no Sigmoid Head scores"):
         plain = metric.compute(predictions=texts, model=str(tmp_path / "base"))
-    assert not any(k.startswith("sigmoid_") for k in plain["scores"]) and "softmax_mean" in plain["scores"]
+    assert not any(k.startswith(("sigmoid_", "hybrid_")) for k in plain["scores"])
+    assert "softmax_mean" in plain["scores"] and "ceiling_mean" in plain["scores"]
 
 
 @pytest.mark.integration
