@@ -3,7 +3,8 @@
 The frozen model's hidden states and log-sum-exps on a run's saved task outputs do not depend on
 the head. This pass computes them once per output, over one half of the saved samples. Each head,
 a trained adapter or each snapshot a `train --snapshots` run kept, then costs one dot product per
-token: `sigmoid(h . w_y + offset)`, then the usual aggregations. The softmax and BoostedProb rows are
+token: `sigmoid(h . w_y + offset)`, then the usual aggregations, and the same times the token's
+ceiling (the `hybrid`, whose ceiling the frozen pass computes once). The softmax and BoostedProb rows are
 the saved run's own (the same outputs and the same frozen model). Each task reports its macro
 ROC-AUC and PRR over question types, as `compare` does.
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from .compare import per_type, saved_records, subset
-from .estimators import HEAD_CONFIDENCES, RIVAL_CONFIDENCES, aggregate
+from .estimators import HEAD_CONFIDENCES, HYBRID_CONFIDENCES, RIVAL_CONFIDENCES, aggregate
 from .files import check_output_dir, write_atomic
 from .report.samples import TaskSamples, task_samples
 
@@ -90,12 +91,13 @@ class FrozenOutputsOf:
     hidden: list[torch.Tensor]  # per output, (n_i, H)
     targets: list[torch.Tensor]  # per output, (n_i,)
     log_normalizers: list[torch.Tensor]  # per output, (n_i,)
+    ceilings: list[torch.Tensor]  # per output, (n_i,): the ceiling's log score of each token
 
 
 @torch.no_grad()
 def frozen_outputs(saved: dict, name: str, split: str, model, tokenizer, batch_size: int = 8):
     from .frozen import frozen_pass
-    from .scoring import ScoringOptions, encode_records, padding_id
+    from .scoring import ScoringOptions, encode_records, padding_id, token_scores
 
     every = task_samples(name, saved["samples"][name])
     keep = [split == "all" or d.get("split") == split for d in every.docs]
@@ -104,31 +106,38 @@ def frozen_outputs(saved: dict, name: str, split: str, model, tokenizer, batch_s
         model, tokenizer, records, ScoringOptions(chat_template=False, truncation="left"), need_response=True
     )
     pad = padding_id(model, tokenizer)
-    hidden, targets, lse = [], [], []
+    hidden, targets, lse, ceilings = [], [], [], []
     for i in range(0, len(items), batch_size):
         batch = items[i : i + batch_size]
         out = frozen_pass(
             model, [b.prompt_ids + b.response_ids for b in batch], [len(b.prompt_ids) for b in batch], pad
         )
         norm = torch.logsumexp(out.logits.float(), -1)
+        ceiling = token_scores(out.logits, out.targets)["ceiling"]
         for part in zip(
-            out.hidden.float().split(out.counts), out.targets.split(out.counts), norm.split(out.counts)
+            out.hidden.float().split(out.counts),
+            out.targets.split(out.counts),
+            norm.split(out.counts),
+            ceiling.split(out.counts),
         ):
             hidden.append(part[0])
             targets.append(part[1])
             lse.append(part[2])
-    return FrozenOutputsOf(subset(every, split), hidden, targets, lse)
+            ceilings.append(part[3])
+    return FrozenOutputsOf(subset(every, split), hidden, targets, lse, ceilings)
 
 
 def head_confidences(frozen: FrozenOutputsOf, weight: torch.Tensor, offset: str) -> dict[str, np.ndarray]:
-    """`sigmoid_{aggregation}` of every output under one head."""
+    """`sigmoid_{aggregation}` and `hybrid_{aggregation}` of every output under one head."""
     rows: dict[str, list[float]] = {}
-    for h, y, lse in zip(frozen.hidden, frozen.targets, frozen.log_normalizers):
+    for h, y, lse, ceiling in zip(frozen.hidden, frozen.targets, frozen.log_normalizers, frozen.ceilings):
         z = (weight.index_select(0, y) * h).sum(-1)
         if offset == "log_softmax":
             z = z - lse
-        for agg, value in aggregate(torch.nn.functional.logsigmoid(z).double().numpy()).items():
-            rows.setdefault(f"sigmoid_{agg}", []).append(value)
+        log_sigmoid = torch.nn.functional.logsigmoid(z)
+        for name, logs in (("sigmoid", log_sigmoid), ("hybrid", log_sigmoid + ceiling)):
+            for agg, value in aggregate(logs.double().numpy()).items():
+                rows.setdefault(f"{name}_{agg}", []).append(value)
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -191,7 +200,7 @@ def run_curves(
                     "run": head.run,
                     "tokens": head.tokens,
                     "path": str(head.path),
-                    **macro(scored, HEAD_CONFIDENCES),
+                    **macro(scored, HEAD_CONFIDENCES + HYBRID_CONFIDENCES),
                 }
             )
     for name, f in frozen.items():
@@ -214,15 +223,16 @@ def markdown(report: dict) -> str:
     lines = [f"# Head curves on the {report['split']} halves", ""]
     lines.append(
         "Macro over question types. Each head row: its best aggregation by ROC-AUC (PRR of the same "
-        "aggregation); the rival row: the best softmax, BoostedProb or entropy aggregation."
+        "aggregation), and its best hybrid (the head times its ceiling); the rival row: the best "
+        "softmax, BoostedProb or entropy aggregation."
     )
     for name, task in report["tasks"].items():
         lines += [
             "",
             f"## {name} ({task['n']} outputs)",
             "",
-            "| run | tokens | best | ROC-AUC | PRR |",
-            "|---|---:|---|---:|---:|",
+            "| run | tokens | best | ROC-AUC | PRR | best hybrid | ROC-AUC | PRR |",
+            "|---|---:|---|---:|---:|---|---:|---:|",
         ]
         for row in task["rows"]:
             pool = (
@@ -233,7 +243,14 @@ def markdown(report: dict) -> str:
             est, auc = best(row["auroc"], pool)
             prr = row["prr"].get(est, math.nan) if est else math.nan
             tokens = "" if row["tokens"] is None else f"{row['tokens']:,}"
-            lines.append(f"| {row['run']} | {tokens} | {est} | {auc:.3f} | {prr:.3f} |")
+            cells = [row["run"], tokens, str(est), f"{auc:.3f}", f"{prr:.3f}"]
+            if pool is HEAD_CONFIDENCES:
+                h_est, h_auc = best(row["auroc"], HYBRID_CONFIDENCES)
+                h_prr = row["prr"].get(h_est, math.nan) if h_est else math.nan
+                cells += [str(h_est), f"{h_auc:.3f}", f"{h_prr:.3f}"]
+            else:
+                cells += ["", "", ""]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

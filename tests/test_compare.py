@@ -366,6 +366,8 @@ def test_curves_score_heads_as_the_engine_does_and_read_snapshots(tiny_dir, tmp_
         for metric in ("auroc", "prr"):
             for est, value in row[metric].items():
                 assert value == pytest.approx(task["metrics"][metric][est]["macro"], abs=1e-3), (metric, est)
+    assert {"sigmoid_min", "hybrid_min"} <= set(rows[1]["auroc"])  # each compared with compare's above
+    assert "| best hybrid |" in (tmp_path / "curves" / "curves.md").read_text()
     assert rows[0]["auroc"]["softmax_prod"] == pytest.approx(
         task["metrics"]["auroc"]["softmax_prod"]["macro"]
     )
