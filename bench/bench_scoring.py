@@ -68,7 +68,7 @@ def main() -> None:
     base, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
     print(f"{base.config.name_or_path} on {device} ({args.dtype}, {torch.get_num_threads()} CPU threads)")
     model = get_peft_model(base, SigmoidHeadConfig()).eval()
-    records = [{"prompt": p} for p in PROMPTS[: args.batch_size]]
+    records = [{"prompt": PROMPTS[i % len(PROMPTS)]} for i in range(args.batch_size)]  # prompts reused past 8
     options = ScoringOptions(batch_size=args.batch_size, chat_template=has_chat_template(args.model))
     gen = GenerationOptions(max_new_tokens=args.new_tokens)
 
