@@ -13,8 +13,8 @@ evidence that tuning cannot fool?
   length effect shows.
 - `--split both` also runs the protocol for the mechanism in closed form (`mechanism`): the
   `ceiling` aggregation chosen on dev against the same rival, Holm-corrected as a family of its
-  own; the same for the head times its ceiling (`hybrid`, a lever beyond the paper); and
-  tabulates the gaps to the rival and head - ceiling per task and error type (`gap_table`).
+  own; the same for the head times its ceiling (`hybrid`, a lever beyond the paper), each a `family`
+  of `FAMILIES`; and tabulates the gaps to the rival and head - ceiling per task and error type (`gap_table`).
 - `--outputs RUN.json` rescored saved outputs (those of an earlier run, whatever head made them:
   the outputs of the frozen model do not depend on the head) instead of generating again.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +176,41 @@ def subset(ts: TaskSamples, split: str) -> TaskSamples:
     )
 
 
+@dataclass(frozen=True)
+class Family:
+    """A comparison family beside the pre-registered one: the estimator under test (`role`, one of
+    its aggregations chosen on dev), its mark in the tables, and how the reports introduce it."""
+
+    role: str
+    mark: str
+    confidences: tuple[str, ...]
+    intro: str
+
+
+#: The families beside the pre-registered one, in report order. Each runs the same protocol as
+#: the head's (chosen on dev against the same rival) and is Holm-corrected on its own, so it
+#: leaves the head's comparisons as they are.
+FAMILIES = {
+    "mechanism": Family(
+        "ceiling",
+        "C",
+        CEILING_CONFIDENCES,
+        "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on dev, "
+        "against the same rival)",
+    ),
+    "hybrid": Family(
+        "hybrid",
+        "HC",
+        HYBRID_CONFIDENCES,
+        "The head times its ceiling, a lever beyond the paper (HC: the `hybrid` aggregation chosen on "
+        "dev, against the same rival)",
+    ),
+}
+
+
 def choose_on_dev(dev: TaskSamples) -> dict:
-    """The head, ceiling and hybrid aggregations and the rival with the highest macro ROC-AUC on
-    dev."""
+    """The head aggregation, each family's aggregation (`FAMILIES`) and the rival with the highest
+    macro ROC-AUC on dev."""
     auroc = {e: per_type(dev, e, "auroc")["macro"] for e in dev.estimators}
 
     def best(names):
@@ -187,8 +220,7 @@ def choose_on_dev(dev: TaskSamples) -> dict:
     return {
         "head": best(HEAD_CONFIDENCES),
         "baseline": best(RIVALS),
-        "ceiling": best(CEILING_CONFIDENCES),
-        "hybrid": best(HYBRID_CONFIDENCES),
+        **{f.role: best(f.confidences) for f in FAMILIES.values()},
         "dev_auroc": auroc,
     }
 
@@ -236,22 +268,13 @@ def preregistered(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0)
     return _dev_chosen_family(per_task, "head", iters, seed)
 
 
-def mechanism(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> dict:
-    """The same protocol for the mechanism in closed form, a family of its own: per task, the
-    `ceiling` aggregation chosen on dev against the same dev-chosen rival, Holm-corrected within
-    this family (so it leaves the head's comparisons as they are). Rows name the ceiling
-    aggregation under `head`, the estimator under test, as the head's rows do."""
-    return _dev_chosen_family(per_task, "ceiling", iters, seed)
-
-
-def hybrid(per_task: list[TaskSamples], iters: int = 1000, seed: int = 0) -> dict:
-    """The same protocol for the head times its ceiling (`hybrid`, a lever beyond the paper), a
-    family of its own: per task, the hybrid aggregation chosen on dev against the same rival."""
-    return _dev_chosen_family(per_task, "hybrid", iters, seed)
-
-
-#: The families beside the pre-registered one, in report order: key, and its mark in the tables.
-FAMILIES = {"mechanism": ("ceiling", "C"), "hybrid": ("hybrid", "HC")}
+def family(per_task: list[TaskSamples], name: str, iters: int = 1000, seed: int = 0) -> dict:
+    """The protocol for family `name` of `FAMILIES`: per task, its aggregation chosen on dev against
+    the same dev-chosen rival, Holm-corrected within the family. Rows name the aggregation under
+    `head`, the estimator under test, as the head's rows do."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown comparison family {name!r}; known: {', '.join(FAMILIES)}")
+    return _dev_chosen_family(per_task, FAMILIES[name].role, iters, seed)
 
 
 def _dev_chosen_family(per_task: list[TaskSamples], role: str, iters: int, seed: int) -> dict:
@@ -305,9 +328,9 @@ def headline_table(report: dict) -> str:
     the dev-chosen ceiling and hybrid aggregations C and HC."""
     tasks = report["tasks"]
     chosen = {
-        (r["task"], r["head"]): mark
-        for family, (_, mark) in FAMILIES.items()
-        for r in report.get(family, {}).get("rows", [])
+        (r["task"], r["head"]): fam.mark
+        for name, fam in FAMILIES.items()
+        for r in report.get(name, {}).get("rows", [])
     }
     chosen.update({(r["task"], r["head"]): "H" for r in report["preregistered"]["rows"]})
     chosen.update({(r["task"], r["baseline"]): "B" for r in report["preregistered"]["rows"]})
@@ -376,8 +399,8 @@ def gap_table(report: dict) -> list[str]:
     H - C how far training is from the mechanism's convergence."""
     chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
     others = {
-        mark: {r["task"]: r["head"] for r in report.get(family, {}).get("rows", [])}
-        for family, (_, mark) in FAMILIES.items()
+        fam.mark: {r["task"]: r["head"] for r in report.get(name, {}).get("rows", [])}
+        for name, fam in FAMILIES.items()
     }
     marks = [m for m in others if others[m]]
     head = ["task (error type)", "H", "B", *marks, "H − B", *(f"{m} − B" for m in marks)]
@@ -450,31 +473,22 @@ def headline_block(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: How each family beside the pre-registered one is introduced in the reports.
-FAMILY_INTROS = {
-    "mechanism": "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on "
-    "dev, against the same rival)",
-    "hybrid": "The head times its ceiling, a lever beyond the paper (HC: the `hybrid` aggregation "
-    "chosen on dev, against the same rival)",
-}
-
-
 def _family_lines(report: dict) -> list[str]:
     """The families beside the pre-registered one (C, HC in the table), each Holm-corrected on its
     own, and the gaps per task and error type."""
     lines = []
-    for family in FAMILIES:
-        if family in report:
+    for name, fam in FAMILIES.items():
+        if name in report:
             lines += [
-                f"{FAMILY_INTROS[family]}; a family of its own, Holm-Bonferroni over "
-                f"{report[family]['comparisons']} comparisons:",
+                f"{fam.intro}; a family of its own, Holm-Bonferroni over "
+                f"{report[name]['comparisons']} comparisons:",
                 "",
-                *(f"- {line}" for line in preregistered_sentences(report, family)),
+                *(f"- {line}" for line in preregistered_sentences(report, name)),
                 "",
             ]
     if not lines:
         return []
-    marks = ", ".join(["H", "B", *(m for f, (_, m) in FAMILIES.items() if f in report)])
+    marks = ", ".join(["H", "B", *(fam.mark for name, fam in FAMILIES.items() if name in report)])
     return [
         *lines,
         "Gaps on the test half, macro ROC-AUC, per task and per error type (the task's dev choices of "
@@ -673,9 +687,9 @@ def run_compare(
     }
     if split == "both":  # choose on dev, report on test; the all-pairs tables are exploration
         report["preregistered"] = preregistered(per_task, bootstrap, seed)
-        report["mechanism"] = mechanism(per_task, bootstrap, seed)
-        if any(e in ts.confidence for ts in per_task for e in HYBRID_CONFIDENCES):
-            report["hybrid"] = hybrid(per_task, bootstrap, seed)
+        for name, fam in FAMILIES.items():  # a family whose estimator was not computed is left out
+            if any(e in ts.confidence for ts in per_task for e in fam.confidences):
+                report[name] = family(per_task, name, bootstrap, seed)
         report["calibration"] = {
             ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
         }

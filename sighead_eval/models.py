@@ -520,10 +520,12 @@ def compress_adapter(
     out = check_output_dir(str(output))
     base, _ = load_model(model, adapter)
     layer = base.get_base_model().get_output_embeddings()
-    head = layer.active_head().detach().float()
+    head = layer.active_head().detach().float().clone()
     save_adapter(base, out, storage_dtype=storage_dtype, storage=storage, rank=rank)
-    loaded, _ = load_model(model, out)
-    again = loaded.get_base_model().get_output_embeddings().active_head().detach().float()
+    # The copy read back beside the original, through the loading hook every route uses (the base
+    # model is not loaded a second time).
+    base.load_adapter(str(out), adapter_name="compact")
+    again = layer.sigmoid_head_embedding["compact"].weight.detach().float()
     delta = head - layer.get_base_layer().weight.detach().float()
     error = float(torch.linalg.norm(again - head) / torch.linalg.norm(delta).clamp_min(1e-30))
     info = {

@@ -405,3 +405,36 @@ def test_a_low_rank_head_approximates_the_difference_and_loads_anywhere(tmp_path
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-4
     with pytest.raises(ValueError, match="`rank` should be an integer"):
         save_adapter(model, tmp_path / "bad", storage="lowrank", rank=0)
+
+
+def test_compress_writes_a_smaller_copy_and_measures_its_error(tmp_path, capsys, tokenizer):
+    """`sighead-eval compress`: the copy is smaller, loads back through the usual route, and the
+    printed error is the copy's own (0 for rows, between 0 and 1 for a low rank)."""
+    from peft import PeftModel
+
+    from sighead_eval.cli import main
+    from sighead_eval.models import compress_adapter, save_adapter
+
+    model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
+    head = model.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
+    with torch.no_grad():
+        head += 0.05 * torch.randn_like(head)
+    save_adapter(model, tmp_path / "head", storage_dtype=None)
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    base = str(tmp_path / "base")
+    low = compress_adapter(
+        tmp_path / "head", tmp_path / "low", "lowrank", 2, model=base, storage_dtype="float32"
+    )
+    again = PeftModel.from_pretrained(build_model("llama"), tmp_path / "low")
+    delta = head - model.get_base_model().lm_head.get_base_layer().weight
+    got = again.get_base_model().lm_head.sigmoid_head_embedding["default"].weight - head
+    assert low["relative_error"] == pytest.approx(float(got.norm() / delta.norm()), rel=1e-4)
+    assert 0 < low["relative_error"] < 1 and low["bytes_after"] < low["bytes_before"]
+    rows = compress_adapter(tmp_path / "head", tmp_path / "rows", "rows", model=base, storage_dtype="float32")
+    assert rows["relative_error"] == 0.0 and rows["rank"] is None
+    assert main(["compress", str(tmp_path / "head"), "--output", str(tmp_path / "cli"), "--rank", "4",
+                 "--model", base, "--storage-dtype", "float32"]) == 0  # fmt: skip
+    assert "rank 4" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="`rank` should be an integer"):
+        compress_adapter(tmp_path / "head", tmp_path / "bad", "lowrank", 0, model=base)

@@ -211,7 +211,7 @@ def test_the_ceilings_family_is_chosen_on_dev_and_corrected_apart_from_the_heads
     ts = with_ceiling(ts)
     assert compare.choose_on_dev(compare.subset(ts, "dev"))["ceiling"] == "ceiling_min"
     after = compare.preregistered([ts], iters=200)
-    mech = compare.mechanism([ts], iters=200)
+    mech = compare.family([ts], "mechanism", iters=200)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "_boot"} for r in rows]  # noqa: E731
     assert strip(after["rows"]) == strip(before["rows"])  # the ceiling leaves the head's family alone
     assert mech["comparisons"] == 2
@@ -224,6 +224,8 @@ def test_the_ceilings_family_is_chosen_on_dev_and_corrected_apart_from_the_heads
         )
         assert row["diff"] == pytest.approx(expected)
     assert mech["rows"][0]["verdict"] == "ceiling better"
+    with pytest.raises(ValueError, match="unknown comparison family 'ceiling'; known: mechanism, hybrid"):
+        compare.family([ts], "ceiling")
 
 
 def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
@@ -234,13 +236,13 @@ def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
     ts.confidence["hybrid_mean"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
     ts.confidence["hybrid_min"] = rng.standard_normal(dev.size)
     assert "hybrid_prod" not in compare.RIVALS
-    fam = compare.hybrid([ts], iters=100)
+    fam = compare.family([ts], "hybrid", iters=100)
     assert [r["head"] for r in fam["rows"]] == ["hybrid_prod", "hybrid_prod"]  # not the test-best mean
     test = compare.subset(ts, "test")
     report = {
         "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
         "preregistered": compare.preregistered([ts], iters=50),
-        "mechanism": compare.mechanism([ts], iters=50), "hybrid": fam,
+        "mechanism": compare.family([ts], "mechanism", iters=50), "hybrid": fam,
         "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), test)},
         "tasks": [compare.compare_task(test, iters=20)],
     }  # fmt: skip
@@ -262,7 +264,7 @@ def test_the_gap_table_quotes_each_dev_choice_per_task_and_error_type():
     report = {
         "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
         "preregistered": compare.preregistered([ts], iters=50),
-        "mechanism": compare.mechanism([ts], iters=50),
+        "mechanism": compare.family([ts], "mechanism", iters=50),
         "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), test)},
         "tasks": [compare.compare_task(test, iters=20)], "errors": {ts.task: compare.error_breakdown(test)},
     }  # fmt: skip
