@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from .dominant import DominantSets, boosted_log_prob, check_rule, dominant_from_top, exact_top_k
 from .estimators import TOKEN_ESTIMATORS, aggregate
 from .frozen import HeadInputs, frozen_pass, right_pad, unwrap
+from .pieces import token_pieces
 
 TRUNCATION = ("error", "left")
 
@@ -77,6 +78,13 @@ class ScoringOptions:
             "help": "Probabilities sorted for the dominant rule. Default: the exact bound 1/epsilon + 2."
         },
     )
+    chunk_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Scored positions per vocabulary-sized pass. Default: by device (64 on a CPU, up to "
+            "256 MB of float32 logits on an accelerator)."
+        },
+    )
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -86,6 +94,8 @@ class ScoringOptions:
         if self.truncation not in TRUNCATION:
             raise ValueError(f"`truncation` should be one of {TRUNCATION}, got {self.truncation!r}")
         check_rule(self.p_jump, self.epsilon, self.dominant_mode, self.dominant_top_k)
+        if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or self.chunk_rows < 1):
+            raise ValueError(f"`chunk_rows` should be a positive integer or None, got {self.chunk_rows!r}")
 
 
 @dataclass
@@ -110,10 +120,30 @@ class GenerationOptions:
 # ---------------------------------------------------------------------------------------------
 # The per-token core, shared by force-decoding and generation
 # ---------------------------------------------------------------------------------------------
-#: Rows per vocabulary-sized intermediate: (64, V) float32 tensors stay small enough (12 MB at
-#: V = 49k) for the allocator to reuse their memory, where (512, V) ones are fresh pages each
-#: time, and the page faults cost as much as the arithmetic.
-CHUNK_ROWS = 64
+#: Rows per vocabulary-sized intermediate on a CPU: (64, V) float32 tensors stay small enough
+#: (12 MB at V = 49k) for the allocator to reuse their memory, where (512, V) ones are fresh pages
+#: each time, and the page faults cost as much as the arithmetic.
+CPU_CHUNK_ROWS = 64
+#: On an accelerator the cost is the number of kernels, not page faults: one chunk holds up to this
+#: many bytes of one (rows, V) float32 intermediate (a few such are alive at once).
+DEVICE_CHUNK_BYTES = 256 * 2**20
+
+
+def chunk_rows(device: torch.device | str, vocab: int, rows: int | None = None) -> int:
+    """Rows scored together on `device` for a vocabulary of `vocab`: `rows` when given, else
+    `CPU_CHUNK_ROWS` on a CPU and as many as fit `DEVICE_CHUNK_BYTES` elsewhere."""
+    if rows is not None:
+        return rows
+    if torch.device(device).type == "cpu":
+        return CPU_CHUNK_ROWS
+    return max(CPU_CHUNK_ROWS, DEVICE_CHUNK_BYTES // (4 * max(vocab, 1)))
+
+
+def host_reads_are_free(device: torch.device) -> bool:
+    """Whether reading a value back (`.any()`, `.nonzero()`) costs nothing on `device`: on a CPU
+    it does not, and the estimators take the branches that save arithmetic; on an accelerator it
+    waits for every queued kernel, and they take the branches that never read back."""
+    return device.type == "cpu"
 
 
 def token_scores(
@@ -123,20 +153,24 @@ def token_scores(
     head=None,
     options: ScoringOptions | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every estimator for `N` scored positions.
+    """Every estimator for `N` scored positions, as (N,) tensors on the logits' device.
 
     logits: (N, V) softmax logits; targets: (N,) the tokens scored; hidden: (N, H) the head's
     input; head: the model's `SigmoidHeadLayer` with an active adapter (`active_head_layer`), or
     None for the softmax baselines only. Returns (N,) float32 tensors: log scores for `softmax`,
     `boostedprob`, `ceiling` and, with a head, `sigmoid` and `hybrid`; `entropy`, `dominant_size`,
     `dominant_mass`; `greedy` (1.0 where the token is the softmax's argmax).
+
+    Off the CPU nothing here waits for the device: no value is read back to the host, so the
+    kernels of consecutive chunks and batches queue up behind the forward pass.
     """
     options = options or ScoringOptions()
     if head is not None and hidden is None:
         raise ValueError("`hidden` is needed to score with a Sigmoid Head")
+    step = chunk_rows(logits.device, logits.shape[-1], options.chunk_rows)
     parts = []
-    for start in range(0, max(logits.shape[0], 1), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
+    for start in range(0, max(logits.shape[0], 1), step):
+        rows = slice(start, start + step)
         part = _softmax_scores(logits[rows], targets[rows], options)
         lse = part.pop("_lse")
         if head is not None:
@@ -161,11 +195,15 @@ def _softmax_scores(logits: torch.Tensor, targets: torch.Tensor, options: Scorin
     p = logp.exp()  # (n, V)
     tempered = p.sqrt() if CEILING_TEMPERATURE == 2.0 else p.pow(1.0 / CEILING_TEMPERATURE)
     tempered_mass = tempered.sum(-1)  # (n,) the ceiling's softmax proposal, before the dominant cut
-    entropy = -p.mul_(logp).sum(-1)  # (n,)
-    bad = ~torch.isfinite(entropy)
-    if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
-        lp = logp[bad]
-        entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
+    terms = p.mul_(logp)  # (n, V) p log p
+    if host_reads_are_free(logp.device):
+        entropy = -terms.sum(-1)  # (n,)
+        bad = ~torch.isfinite(entropy)
+        if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
+            lp = logp[bad]
+            entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
+    else:  # the same values without reading `bad` back to the host: 0 log 0 = 0 in place
+        entropy = -terms.nan_to_num_(nan=0.0).sum(-1)
     own = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (n,) log p(y)
     inside = sets.contains(targets)
     return {
@@ -216,7 +254,9 @@ def _top_log_probs(logp: torch.Tensor, options: ScoringOptions) -> tuple[torch.T
     the other rows are sorted to k. The sets are those of a full sort."""
     vocab = logp.shape[-1]
     k = min(options.dominant_top_k or exact_top_k(options.epsilon, vocab), vocab)
-    short = k if options.dominant_top_k is not None else min(SHORT_TOP_K, k)
+    # Off the CPU, choosing the rows to sort again would wait for the device; one sort to k does not.
+    cheap = host_reads_are_free(logp.device)
+    short = k if (options.dominant_top_k is not None or not cheap) else min(SHORT_TOP_K, k)
     top_logp, ids = torch.topk(logp, k=short, dim=-1, largest=True, sorted=True)  # (n, short)
     if short == k:
         return top_logp, ids
@@ -252,7 +292,6 @@ class ScoredText:
     record: dict[str, Any]
     response: str
     token_ids: list[int]
-    tokens: list[str]
     log_scores: dict[str, np.ndarray]  # token estimator -> (R,) log prob
     entropy: np.ndarray  # (R,)
     dominant_size: np.ndarray  # (R,)
@@ -261,6 +300,28 @@ class ScoredText:
     empty_response: bool = False
     finished: bool = True  # False when generation stopped at max_new_tokens
     prompt_tokens_dropped: int = 0
+    tokenizer: Any = field(default=None, repr=False, compare=False)  # decodes `tokens` when read
+    _tokens: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def tokens(self) -> list[str]:
+        """Each scored token's text (`tokenizer.decode([t])`), decoded on first use."""
+        if self._tokens is None:
+            if self.tokenizer is None:
+                raise ValueError("this ScoredText has no tokenizer to decode its tokens with")
+            self._tokens = token_pieces(self.tokenizer, self.token_ids)
+        return self._tokens
+
+    def __getstate__(self) -> dict:  # pickles without the tokenizer, its token texts decoded
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["_tokens"], state["tokenizer"] = (
+            self.tokens if self.tokenizer is not None else self._tokens,
+            None,
+        )
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     @property
     def estimators(self) -> list[str]:
@@ -288,7 +349,7 @@ class ScoredText:
     def summary(self, digits: int = 6) -> dict[str, Any]:
         """A compact record of this response: sequence scores, token count and per-token scores
         (rounded); what the lm-eval model attaches to each output."""
-        tokens = {"text": self.tokens}
+        tokens = {"text": self.tokens, "id": list(self.token_ids)}
         tokens.update({e: np.exp(self.log_scores[e]).round(digits).tolist() for e in self.estimators})
         tokens["entropy"] = self.entropy.round(digits).tolist()
         return {
@@ -323,7 +384,7 @@ class ScoredText:
 # Inputs
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class _Encoded:
+class Encoded:
     index: int
     record: dict[str, Any]
     prompt_ids: list[int]
@@ -418,7 +479,7 @@ def _split_record(
     )
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     """End-of-turn ids: the tokenizer's EOS first (the one scored for empty responses), then the
     generation config's; ids outside the model's vocabulary are ignored."""
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -431,11 +492,11 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def encode_records(model, tokenizer, records, options: ScoringOptions, need_response: bool) -> list[_Encoded]:
+def encode_records(model, tokenizer, records, options: ScoringOptions, need_response: bool) -> list[Encoded]:
     """Each record as prompt and response token ids (the engine's own encoding: chat template,
     EOS, truncation), checked: shapes, types and token ids."""
     chat = _uses_chat_template(tokenizer, options)
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     max_len = options.max_length or model_context_length(model)
     vocab = unwrap(model).get_output_embeddings().weight.shape[0]
     encoded = []
@@ -460,7 +521,7 @@ def encode_records(model, tokenizer, records, options: ScoringOptions, need_resp
                 if start is None:
                     raise ValueError(f"record {i}: empty prompt and the tokenizer has no BOS or EOS token")
                 prompt_ids = [start]
-        item = _Encoded(i, dict(record), list(prompt_ids), [], response=response)
+        item = Encoded(i, dict(record), list(prompt_ids), [], response=response)
         if response is not None:
             ids = (
                 record.get("response_token_ids") or tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -545,7 +606,7 @@ def _device(model) -> torch.device:
 
 def padding_id(model, tokenizer) -> int:
     """The id batches are padded with: the tokenizer's pad token, else the first end-of-turn id."""
-    return _pad_id(tokenizer, _eos_ids(unwrap(model), tokenizer))
+    return _pad_id(tokenizer, eos_ids(unwrap(model), tokenizer))
 
 
 def _pad_id(tokenizer, eos: list[int]) -> int:
@@ -558,31 +619,47 @@ def _pad_id(tokenizer, eos: list[int]) -> int:
     )
 
 
-def _build_result(
-    item: _Encoded,
+#: What a batch's scores hold besides the token estimators, in the order they are copied to the host.
+_TOKEN_STATS = ("entropy", "dominant_size", "dominant_mass", "greedy")
+
+
+def scores_to_host(scores: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A batch's (N,) score tensors as float64 numpy arrays, in one device-to-host copy: every
+    estimator is stacked into one (E, N) tensor first, so the copy count does not grow with the
+    number of outputs or estimators."""
+    keys = [k for k in (*TOKEN_ESTIMATORS, *_TOKEN_STATS) if k in scores]
+    stacked = torch.stack([scores[k].detach().to(torch.float64) for k in keys]).cpu().numpy()  # (E, N)
+    return dict(zip(keys, stacked))
+
+
+def build_result(
+    item: Encoded,
     tokenizer,
     targets: list[int],
-    scores: dict[str, torch.Tensor],
+    host: Mapping[str, np.ndarray],
+    rows: slice,
     response: str | None = None,
     finished: bool = True,
 ) -> ScoredText:
+    """One output's `ScoredText` from its batch's host scores (`scores_to_host`): views of `rows`,
+    no copy; its token texts are decoded only when read."""
     return ScoredText(
         record=item.record,
         response=_response_text(item) if response is None else response,
         token_ids=list(targets),
-        tokens=[tokenizer.decode([t]) for t in targets],
-        log_scores={e: scores[e].double().cpu().numpy() for e in TOKEN_ESTIMATORS if e in scores},
-        entropy=scores["entropy"].double().cpu().numpy(),
-        dominant_size=scores["dominant_size"].cpu().numpy(),
-        dominant_mass=scores["dominant_mass"].double().cpu().numpy(),
-        greedy=scores["greedy"].cpu().numpy() if "greedy" in scores else None,
+        log_scores={e: host[e][rows] for e in TOKEN_ESTIMATORS if e in host},
+        entropy=host["entropy"][rows],
+        dominant_size=host["dominant_size"][rows],
+        dominant_mass=host["dominant_mass"][rows],
+        greedy=host["greedy"][rows] if "greedy" in host else None,
         empty_response=item.empty_response,
         finished=finished,
         prompt_tokens_dropped=item.dropped,
+        tokenizer=tokenizer,
     )
 
 
-def _response_text(item: _Encoded) -> str:
+def _response_text(item: Encoded) -> str:
     return "" if item.response is None else str(item.response)
 
 
@@ -614,7 +691,7 @@ def score(
         return _score_seq2seq(model, tokenizer, records, options, progress)
     items = encode_records(base, tokenizer, records, options, need_response=True)
     head = active_head_layer(model)
-    pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
+    pad = _pad_id(tokenizer, eos_ids(base, tokenizer))
     # Batches of similar length waste less on padding; results go back in input order.
     order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
     results: list[ScoredText | None] = [None] * len(items)
@@ -632,10 +709,10 @@ def score(
             head,
             options,
         )
+        host = scores_to_host(scores)
         offset = 0
         for it, r in zip(batch, frozen.counts):
-            part = {k: v[offset : offset + r] for k, v in scores.items()}
-            results[it.index] = _build_result(it, tokenizer, it.response_ids, part)
+            results[it.index] = build_result(it, tokenizer, it.response_ids, host, slice(offset, offset + r))
             offset += r
     return results  # type: ignore[return-value]
 
@@ -649,7 +726,7 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
     items = encode_records(base, tokenizer, records, opts, need_response=True)
     head = active_head_layer(model)
     device = _device(model)
-    pad = _pad_id(tokenizer, _eos_ids(base, tokenizer))
+    pad = _pad_id(tokenizer, eos_ids(base, tokenizer))
     results: list[ScoredText | None] = [None] * len(items)
     for batch in tqdm(list(_batches(items, options.batch_size)), desc="scoring", disable=not progress):
         enc = right_pad([it.prompt_ids for it in batch], pad)
@@ -668,38 +745,88 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
                 head,
                 options,
             )
-            results[it.index] = _build_result(it, tokenizer, it.response_ids, scores)
+            results[it.index] = build_result(
+                it, tokenizer, it.response_ids, scores_to_host(scores), slice(0, r)
+            )
     return results  # type: ignore[return-value]
 
 
-def _step_scores(step_logits, step_hidden, generated, keeps, head, options) -> list[dict]:
-    """Every estimator for the tokens generated, step by step from generate's per-step logits
-    (B, V) each, so that no (B, S, V) copy is made; rows past a sequence's end are skipped.
-    Returns, per sequence b, `{estimator: (keeps[b],) tensor}`."""
-    per_step = []
-    for s, z in enumerate(step_logits):
-        rows = [b for b, keep in enumerate(keeps) if s < keep]
-        if not rows:
-            break
-        index = torch.tensor(rows, device=z.device)
-        all_rows = len(rows) == z.shape[0]
-        scored = token_scores(
-            z if all_rows else z[index],
-            generated[:, s] if all_rows else generated[index, s],
-            None if head is None else (step_hidden[s] if all_rows else step_hidden[s][index]),
-            head,
-            options,
-        )
-        per_step.append((rows, scored))
-    if not per_step:
-        return [{} for _ in keeps]
-    owner = torch.tensor([b for rows, _ in per_step for b in rows])  # step-major, like `flat`
-    flat = {k: torch.cat([scored[k] for _, scored in per_step]) for k in per_step[0][1]}
-    out = []
-    for b in range(len(keeps)):
-        mine = (owner == b).nonzero().squeeze(-1).to(next(iter(flat.values())).device)
-        out.append({k: v.index_select(0, mine) for k, v in flat.items()})
-    return out
+def first_end(tokens: np.ndarray, eos: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """For generated `tokens` (B, S): whether each row holds an end-of-turn id of `eos`, and the
+    index of its first one (S where there is none), for the whole batch at once."""
+    hit = np.isin(tokens, np.asarray(list(eos), dtype=tokens.dtype))  # (B, S)
+    stopped = hit.any(1)
+    return stopped, np.where(stopped, hit.argmax(1), tokens.shape[1])
+
+
+class StepScores:
+    """Scores every generated token at the step that produced it, while `generate` runs.
+
+    A forward hook on the model keeps each step's logits (B, V) and the head's input (B, H); the
+    next step's forward pre-hook reads the tokens just chosen (its input ids) and scores them
+    against the kept step; `finish` scores the last step. Only one step's logits are held, never
+    (B, S, V). Rows past a sequence's end are scored too and never read, so the host never has to
+    look at the tokens while generating; `finish` copies the whole batch to the host at once.
+
+        with StepScores(model, options) as steps:
+            sequences = model.generate(...)
+        host = steps.finish(sequences[:, width:])  # estimator -> (B * S,), row-major
+    """
+
+    def __init__(self, model, options: ScoringOptions | None = None):
+        self.base = unwrap(model)
+        self.head = active_head_layer(model)
+        self.options = options or ScoringOptions()
+        self.steps: list[dict[str, torch.Tensor]] = []
+        self._inputs = HeadInputs(model, last_only=True)
+        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def _before(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._pending is not None and ids is not None:
+            self._score(ids[:, -1])
+
+    def _after(self, module, args, kwargs, output):
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        hidden = self._inputs.captured.pop() if self._inputs.captured else None
+        self._inputs.captured.clear()
+        self._pending = (logits[:, -1], hidden)  # (B, V), (B, H)
+
+    @torch.no_grad()
+    def _score(self, chosen: torch.Tensor) -> None:
+        logits, hidden = self._pending
+        self._pending = None
+        if self.head is not None and hidden is None:
+            raise RuntimeError("the model's generate loop did not call the output head at this step")
+        self.steps.append(token_scores(logits, chosen.to(logits.device), hidden, self.head, self.options))
+
+    def __enter__(self):
+        self._inputs.__enter__()
+        self._handles = [
+            self.base.register_forward_pre_hook(self._before, with_kwargs=True),
+            self.base.register_forward_hook(self._after, with_kwargs=True),
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._inputs.__exit__(*exc)
+
+    def finish(self, generated: torch.Tensor) -> dict[str, np.ndarray]:
+        """The batch's scores on the host, from the generated tokens `generated` (B, S):
+        `{estimator: (B * S,)}`, row `b`'s step `s` at `b * S + s`."""
+        if self._pending is not None:
+            self._score(generated[:, -1])
+        if len(self.steps) != generated.shape[1]:
+            raise RuntimeError(
+                f"scored {len(self.steps)} steps for {generated.shape[1]} generated tokens; the model's "
+                "generate loop calls the model an unexpected number of times"
+            )
+        if not self.steps:
+            return {}
+        flat = {k: torch.stack([step[k] for step in self.steps], 1).reshape(-1) for k in self.steps[0]}
+        return scores_to_host(flat)
 
 
 @torch.no_grad()
@@ -724,10 +851,9 @@ def generate(
     base = unwrap(model)
     if getattr(base.config, "is_encoder_decoder", False):
         raise ValueError("`generate` supports decoder-only models; use `score` for encoder-decoder models")
-    eos = _eos_ids(base, tokenizer)
+    eos = eos_ids(base, tokenizer)
     pad = _pad_id(tokenizer, eos)
     items = encode_records(base, tokenizer, records, options, need_response=False)
-    head = active_head_layer(model)
     device = _device(model)
     results: list[ScoredText] = []
     for n, batch in enumerate(
@@ -746,44 +872,34 @@ def generate(
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         torch.manual_seed(generation.seed + n)
-        with HeadInputs(model, last_only=True) as capture:
+        with StepScores(model, options) as steps:
             out = base.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=generation.max_new_tokens,
                 pad_token_id=pad,
                 eos_token_id=eos or None,
-                output_logits=True,
                 return_dict_in_generate=True,
                 **sampling,
             )
-        steps = len(out.logits)
-        if len(capture.captured) != steps:
-            raise RuntimeError(
-                f"captured {len(capture.captured)} head inputs for {steps} generated steps; the model's "
-                "generate loop calls the output head an unexpected number of times"
-            )
         generated = out.sequences[:, width:]  # (B, S)
-        keeps, ends = [], []
-        for b in range(len(batch)):
-            ids = generated[b].tolist()
-            stop = next((i for i, t in enumerate(ids) if t in eos), None)
-            end = stop if stop is not None else len(ids)
-            ends.append((end, stop is not None))
-            keeps.append(end + 1 if (stop is not None and (options.include_eos or end == 0)) else end)
-        scores = _step_scores(out.logits, capture.captured, generated, keeps, head, options)
+        host = steps.finish(generated)
+        tokens = generated.cpu().numpy()  # (B, S)
+        stopped, ends = first_end(tokens, eos)
         for b, it in enumerate(batch):
-            (end, finished), keep = ends[b], keeps[b]
+            end, stop = int(ends[b]), bool(stopped[b])
+            keep = end + 1 if (stop and (options.include_eos or end == 0)) else end
             it.empty_response = end == 0
-            ids = generated[b].tolist()
+            start = b * tokens.shape[1]
             results.append(
-                _build_result(
+                build_result(
                     it,
                     tokenizer,
-                    ids[:keep],
-                    scores[b],
-                    response=tokenizer.decode(ids[:end], skip_special_tokens=True),
-                    finished=finished,
+                    tokens[b, :keep].tolist(),
+                    host,
+                    slice(start, start + keep),
+                    response=tokenizer.decode(tokens[b, :end].tolist(), skip_special_tokens=True),
+                    finished=stop,
                 )
             )
     return results

@@ -1,11 +1,21 @@
 """The `sighead` model for lm-eval: HFLM plus a Sigmoid Head, recording every estimator's scores.
 
+What lm-eval computes from the outputs is stock: every value this model returns to lm-eval is the
+one HFLM returns for the same model and request, so accuracy, perplexity and exact match do not
+change when confidence is added. The scores ride along as attributes.
+
 - `generate_until`: HFLM generates as usual (stop sequences, `max_gen_toks`, chat template,
-  batching); each output is then force-decoded once after its context to score its tokens with
-  every estimator (one batched forward pass; scores equal the generation-time ones, see
-  `tests/test_scoring.py`). Outputs come back as `ScoredStr`.
-- `loglikelihood`: the continuation is scored by the scoring engine in the same pass that gives
-  lm-eval its log-likelihood; outputs come back as `ScoredLoglikelihood`.
+  batching) and returns its texts; the scores are recorded during that same generation, from the
+  logits and head inputs of each step (`StepScores`): one model pass. Each text's scores are
+  those of exactly the generated tokens that decode to it after lm-eval's cut at a stop
+  sequence. Where no prefix of the tokens decodes to the kept text (a cut inside a token) or the
+  text is empty, that output alone is force-decoded. Outputs come back as `ScoredStr`.
+- `loglikelihood`: HFLM's own log-likelihood and greedy flag (its tokenisation moves a context's
+  trailing whitespace into the continuation). The confidence estimators score the continuation
+  their own way, tokenised apart from the context, so that a chat template's newline is never
+  scored as part of the response; that is a second, batched pass. Outputs come back as
+  `ScoredLoglikelihood`.
+- `loglikelihood_rolling`: HFLM's, untouched.
 
 The adapter is attached by this class's own `adapter=` argument, after HFLM has loaded the model
 (HFLM's `peft=` would resize the token embeddings of padded-vocabulary models and break a
@@ -17,15 +27,27 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from tqdm.auto import tqdm
 
 from ..estimators import TOKEN_ESTIMATORS
+from ..frozen import unwrap
 from ..models import check_adapter_dir, load_adapter, resolve_model
-from ..scoring import ScoringOptions, active_head, fit_response, score
+from ..scoring import (
+    Encoded,
+    ScoringOptions,
+    StepScores,
+    active_head,
+    build_result,
+    eos_ids,
+    first_end,
+    fit_response,
+    score,
+)
 from .confidence import ScoredLoglikelihood, ScoredStr
 
 
@@ -101,6 +123,8 @@ class SigheadLM(HFLM):
             )
         self.adapter = adapter
         self.estimators = wanted
+        self._generated: list | None = None  # `GeneratedBatch`es, while `generate_until` runs
+        self.redone_outputs = 0
         batch = self.batch_size if isinstance(self.batch_size, int) else 8
         self.scoring = ScoringOptions(
             chat_template=False,  # contexts arrive already templated by lm-eval
@@ -119,8 +143,7 @@ class SigheadLM(HFLM):
         return info
 
     # -- scoring -----------------------------------------------------------------------------
-    def _score(self, records: list[dict]) -> list[tuple]:
-        results = score(self.model, self.tokenizer, records, self.scoring, progress=False)
+    def _summaries(self, results) -> list[dict]:
         out = []
         for r in results:
             s = r.summary()
@@ -128,56 +151,155 @@ class SigheadLM(HFLM):
                 s["sequence"] = {
                     k: v for k, v in s["sequence"].items() if k.split("_")[0] in (*self.estimators, "entropy")
                 }
-            out.append((r, s))
+            out.append(s)
         return out
 
-    def _chunks(self, records: list[dict], disable_tqdm: bool, desc: str):
-        size = self.scoring.batch_size * 8
-        for start in tqdm(
-            range(0, len(records), size), desc=desc, disable=disable_tqdm or self.rank != 0, unit="chunk"
-        ):
-            yield records[start : start + size]
+    def _score(self, records: list[dict], disable_tqdm: bool) -> list[dict]:
+        progress = not disable_tqdm and self.rank == 0 and len(records) > 0
+        return self._summaries(score(self.model, self.tokenizer, records, self.scoring, progress=progress))
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if getattr(self, "_generated", None) is None:  # not inside `generate_until`
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        with StepScores(self.model, self.scoring) as steps:
+            cont = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        width = context.shape[1]
+        mask = generation_kwargs.get("attention_mask")
+        self._generated.append(
+            GeneratedBatch(
+                context=context.cpu().numpy(),
+                mask=None if mask is None else mask.bool().cpu().numpy(),
+                tokens=cont[:, width:].cpu().numpy(),
+                host=steps.finish(cont[:, width:]),
+            )
+        )
+        return cont
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[ScoredStr]:
-        texts = super().generate_until(requests, disable_tqdm=disable_tqdm)
-        records = [
-            {"prompt_token_ids": self.tok_encode(req.args[0]) or [self.prefix_token_id], "response": text}
-            for req, text in zip(requests, texts)
-        ]
-        out: list[ScoredStr] = []
-        for chunk in self._chunks(records, disable_tqdm, "sighead: scoring outputs"):
-            out.extend(ScoredStr(rec["response"], s) for rec, (_, s) in zip(chunk, self._score(chunk)))
+        recorder = _KeptTexts(self.cache_hook)
+        self._generated, self.cache_hook = [], recorder
+        try:
+            texts = super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            generated, self._generated, self.cache_hook = self._generated, None, recorder.hook
+        rows = [row for batch in generated for row in batch.rows()]
+        eos = eos_ids(unwrap(self.model), self.tokenizer)
+        by_text: dict[tuple[str, str], list[int]] = {}
+        if len(rows) == len(recorder.kept):  # row k is the k-th text HFLM kept
+            for k, key in enumerate(recorder.kept):
+                by_text.setdefault(key, []).append(k)
+        results: list = [None] * len(requests)
+        redo = []
+        for i, (req, text) in enumerate(zip(requests, texts)):
+            candidates = by_text.get((req.args[0], str(text)))
+            row = rows[candidates.pop(0)] if candidates else None
+            kept = None if row is None else kept_tokens(self.tokenizer, row.tokens, str(text), eos)
+            if kept is None:
+                prompt = row.prompt_ids if row is not None else self.tok_encode(req.args[0])
+                redo.append(
+                    (i, {"prompt_token_ids": prompt or [self.prefix_token_id], "response": str(text)})
+                )
+                continue
+            item = Encoded(i, {}, row.prompt_ids, [], response=str(text))
+            results[i] = build_result(
+                item, self.tokenizer, row.tokens[:kept].tolist(), row.host, row.rows(kept)
+            )
+        summaries = self._summaries([r for r in results if r is not None])
+        redone = iter(self._score([record for _, record in redo], disable_tqdm=True))
+        done = iter(summaries)
+        redo_at = {i for i, _ in redo}
+        out = []
+        for i, text in enumerate(texts):
+            summary = next(redone) if i in redo_at else next(done)
+            summary["scored_by"] = "force-decoding" if i in redo_at else "generation"
+            out.append(ScoredStr(str(text), summary))
+        self.redone_outputs = len(redo)  # outputs scored by a second pass (see the module doc)
+        for req, result in zip(requests, out):
+            self.cache_hook.add_partial("generate_until", req.args, result)
         return out
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[ScoredLoglikelihood]:
-        """Like HFLM's, but context and continuation are tokenised apart, as the scoring engine
-        does: lm-eval would move the context's trailing whitespace (the chat template's newline
-        after the assistant tag) into the continuation and score it as part of the response."""
-        encoded = []
+        """HFLM's log-likelihoods, with the continuation's confidence scores attached (module doc)."""
+        stock = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        records = []
         for req in requests:
             context, continuation = req.args
             cont = self.tok_encode(continuation, add_special_tokens=False)
             ctx = self.tok_encode(context) if context else [self.prefix_token_id]
-            encoded.append(((context, continuation), ctx, cont))
-        return self._loglikelihood_tokens(encoded, disable_tqdm=disable_tqdm)
-
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        records = []
-        for pair, ctx, cont in requests:
             ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
-            records.append(
-                {
-                    "prompt_token_ids": ctx,
-                    "response": pair[1] if pair else self.tok_decode(cont),
-                    "response_token_ids": cont,
-                }
-            )
-        out: list[ScoredLoglikelihood] = []
-        for chunk in self._chunks(records, disable_tqdm, "sighead: scoring continuations"):
-            for r, s in self._score(chunk):
-                greedy = bool(r.greedy.all()) if r.greedy is not None else False
-                out.append(ScoredLoglikelihood(float(r.log_scores["softmax"].sum()), greedy, s))
-        for (pair, _, _), result in zip(requests, out):
-            if pair:
-                self.cache_hook.add_partial("loglikelihood", pair, result)
+            records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
+        summaries = self._score(records, disable_tqdm)
+        out = [ScoredLoglikelihood(ll, greedy, s) for (ll, greedy), s in zip(stock, summaries)]
+        for req, result in zip(requests, out):
+            self.cache_hook.add_partial("loglikelihood", req.args, result)
         return out
+
+
+class _KeptTexts:
+    """lm-eval's cache hook, seen by HFLM during `generate_until`: HFLM reports each text it keeps
+    here, in the order of the rows it generated, right after cutting it at the stop sequences."""
+
+    def __init__(self, hook):
+        self.hook = hook
+        self.kept: list[tuple[str, str]] = []  # (context, kept text), in row order
+
+    def add_partial(self, attr, req, res):
+        if attr == "generate_until":
+            self.kept.append((req[0], str(res)))
+        self.hook.add_partial(attr, req, res)
+
+
+@dataclass
+class GeneratedRow:
+    prompt_ids: list[int]
+    tokens: np.ndarray  # (S,) generated ids
+    host: dict  # the batch's scores, estimator -> (B * S,)
+    start: int  # this row's first score in `host`
+
+    def rows(self, kept: int) -> slice:
+        return slice(self.start, self.start + kept)
+
+
+@dataclass
+class GeneratedBatch:
+    """One `generate` call inside HFLM's `generate_until`, with its scores."""
+
+    context: np.ndarray  # (B, W) left-padded context ids
+    mask: np.ndarray | None  # (B, W) True at real context tokens
+    tokens: np.ndarray  # (B, S) generated ids
+    host: dict  # estimator -> (B * S,), row-major (`StepScores.finish`)
+
+    def rows(self) -> list[GeneratedRow]:
+        steps = self.tokens.shape[1]
+        out = []
+        for b in range(self.tokens.shape[0]):
+            prompt = self.context[b] if self.mask is None else self.context[b][self.mask[b]]
+            out.append(GeneratedRow(prompt.tolist(), self.tokens[b], self.host, b * steps))
+        return out
+
+
+def kept_tokens(tokenizer, tokens: np.ndarray, text: str, eos: list[int]) -> int | None:
+    """How many of the generated `tokens` decode to `text`, the text lm-eval kept (decoded without
+    special tokens, cut at a stop sequence); None when no prefix does (a cut inside a token) or the
+    text is empty (scored as the end token in its place, by force-decoding).
+
+    One `decode` when the text is the whole output up to its end token; a binary search over
+    prefixes (a few decodes) when lm-eval cut it."""
+    if not text:
+        return None
+    stopped, ends = first_end(tokens[None], eos)
+    end = int(ends[0])
+
+    def decoded(k: int) -> str:
+        return tokenizer.decode(tokens[:k].tolist(), skip_special_tokens=True)
+
+    if decoded(end) == text:
+        return end
+    lo, hi = 0, end  # the longest prefix whose text is a prefix of `text`
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text.startswith(decoded(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo if lo > 0 and decoded(lo) == text else None

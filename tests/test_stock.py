@@ -1,0 +1,151 @@
+"""The `sighead` model leaves lm-eval's numbers stock: for every request type and shape, what it
+returns to lm-eval equals, bit for bit, what HFLM returns for the same model and requests; the
+scores ride along, and a generation's scores are those of exactly the tokens of the kept text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+CHAT = [{"role": "user", "content": "What is the capital of Germany?"}]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    from sighead_eval.harness.model import SigheadLM
+
+    common = {"pretrained": str(tiny_dir / "base"), "batch_size": 3, "device": "cpu", "max_length": 40}
+    stock = HFLM(dtype="float32", **common)
+    ours = SigheadLM(adapter=str(tiny_dir / "head"), **common)
+    return stock, ours
+
+
+def _requests(kind: str, args: list[tuple]):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(kind, {}, a, i) for i, a in enumerate(args)]
+
+
+def _loglikelihood_args(tokenizer) -> list[tuple[str, str]]:
+    chat = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    sentence = "Two plus two is four, and three plus three is six."
+    repeats = max(n for n in range(1, 20) if len(tokenizer(" ".join([sentence] * n))["input_ids"]) < 40)
+    long = " ".join([sentence] * repeats)  # with its context, more than the window: HFLM cuts the context
+    return [
+        ("The capital of Germany is ", "Berlin"),  # trailing whitespace: HFLM moves it
+        ("The capital of Germany is ", "Munich"),
+        ("The capital of Germany is", " Berlin"),
+        ("Water boils at  ", "one hundred degrees."),  # two trailing spaces
+        (chat, "Berlin."),  # chat-templated: ends in the assistant tag's newline
+        (chat, "The capital of Germany is Berlin, a large city."),
+        ("", "A quick brown fox."),  # empty context: the prefix token
+        ("Two plus two is four, and", long),  # continuation longer than the context
+    ] + [("Question: which is a city? Answer:", f" {c}") for c in ("Paris", "water", "four", "dog")]
+
+
+def test_loglikelihood_is_hflms_bit_for_bit(models):
+    stock, ours = models
+    requests = _requests("loglikelihood", _loglikelihood_args(stock.tokenizer))
+    expected = stock.loglikelihood(requests, disable_tqdm=True)
+    got = ours.loglikelihood(requests, disable_tqdm=True)
+    assert [tuple(g) for g in got] == [tuple(e) for e in expected]  # exactly, floats and greedy flags
+    assert all(g.sighead["n_tokens"] >= 1 for g in got)
+    # the confidence scores the continuation alone, without the moved whitespace
+    berlin = got[0].sighead["tokens"]["text"]
+    assert "".join(berlin) == "Berlin"
+
+
+def test_multiple_choice_accuracy_is_stocks(models):
+    """The choice with the highest log-likelihood, as lm-eval's `acc` picks it, is HFLM's."""
+    stock, ours = models
+    args = _loglikelihood_args(stock.tokenizer)[-4:]
+    pick = [
+        np.argmax([r[0] for r in lm.loglikelihood(_requests("loglikelihood", args), True)]) for lm in models
+    ]
+    assert pick[0] == pick[1]
+
+
+def test_loglikelihood_rolling_is_hflms_bit_for_bit(models):
+    stock, ours = models
+    texts = [
+        ("The capital of France is Paris.",),
+        (" ".join(["A quick brown fox jumps over the lazy dog."] * 8),),
+    ]
+    requests = _requests("loglikelihood_rolling", texts)
+    assert ours.loglikelihood_rolling(requests, disable_tqdm=True) == stock.loglikelihood_rolling(
+        requests, disable_tqdm=True
+    )
+
+
+def _generation_args(tokenizer) -> list[tuple[str, dict]]:
+    chat = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    greedy = {"do_sample": False}
+    return [
+        (chat, {"until": ["<|im_end|>"], "max_gen_toks": 8, **greedy}),
+        ("The capital of France is", {"until": ["\n"], "max_gen_toks": 6, **greedy}),
+        ("Two plus two is", {"until": ["."], "max_gen_toks": 10, **greedy}),
+        ("Water", {"until": [" "], "max_gen_toks": 5, **greedy}),  # cut early, maybe inside a token
+        ("Mount Everest", {"until": ["e", "a"], "max_gen_toks": 7, **greedy}),
+        ("A quick brown fox", {"max_gen_toks": 4, **greedy}),  # no stop but the end token
+        ("The capital of France is", {"until": ["\n"], "max_gen_toks": 6, **greedy}),  # a repeat
+    ]
+
+
+def test_generate_until_is_hflms_and_scores_exactly_the_kept_tokens(models):
+    from sighead_eval.scoring import ScoringOptions, score
+
+    stock, ours = models
+    requests = _requests("generate_until", _generation_args(stock.tokenizer))
+    expected = stock.generate_until(requests, disable_tqdm=True)
+    got = ours.generate_until(requests, disable_tqdm=True)
+    assert [str(g) for g in got] == expected and all(type(e) is str for e in expected)
+    during = 0
+    for req, out in zip(requests, got):
+        ids = out.sighead["tokens"]["id"]
+        if out.sighead["scored_by"] == "generation":
+            during += 1
+            assert ours.tokenizer.decode(ids, skip_special_tokens=True) == str(out)  # the kept text
+        else:  # an empty text, or one cut inside a token: the text itself is force-decoded
+            assert out.sighead["scored_by"] == "force-decoding"
+            assert ids == (ours.tokenizer(str(out), add_special_tokens=False)["input_ids"] or ids[:1])
+        [forced] = score(
+            ours.model,
+            ours.tokenizer,
+            [
+                {
+                    "prompt_token_ids": ours.tok_encode(req.args[0]),
+                    "response": str(out),
+                    "response_token_ids": ids,
+                }
+            ],
+            ScoringOptions(chat_template=False),
+            progress=False,
+        )
+        assert out.sighead["n_tokens"] == len(forced.token_ids) == len(ids)
+        for name, value in forced.sequence_scores().items():
+            assert out.sighead["sequence"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert during >= 4 and ours.redone_outputs == len(got) - during
+
+
+def _forwards(lm, fn) -> int:
+    from sighead_eval.frozen import unwrap
+
+    count = []
+    handle = unwrap(lm.model).register_forward_pre_hook(lambda *a: count.append(1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return len(count)
+
+
+def test_generate_until_runs_as_many_forward_passes_as_hflm(models):
+    """Scores recorded while generating: no second pass over the outputs (here every output is
+    scored during generation, so none is redone)."""
+    stock, ours = models
+    requests = _requests("generate_until", _generation_args(stock.tokenizer)[:3])
+    n_stock = _forwards(stock, lambda: stock.generate_until(requests, disable_tqdm=True))
+    n_ours = _forwards(ours, lambda: ours.generate_until(requests, disable_tqdm=True))
+    assert ours.redone_outputs == 0 and n_ours == n_stock > 0
