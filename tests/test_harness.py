@@ -550,3 +550,78 @@ def test_parallelize_true_places_the_head_with_the_output_layer(tiny, task_manag
     assert any(k.startswith("auroc,sigmoid") for k in keys)
     for key in keys:
         assert b[key] == pytest.approx(a[key], abs=1e-6), key
+
+
+# -- the lm-eval face refuses bad input in one line, before any model loads ----------------------
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if lm-eval gets as far as building a model."""
+    from lm_eval.models.huggingface import HFLM
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(HFLM, "__init__", refuse)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--limit", "-1"], r"--limit should be a positive number of samples per task.*got '-1'"),
+        (["--limit", "0"], r"--limit should be a positive number.*got '0'"),
+        (["--limit", "many"], r"--limit should be a positive number.*got 'many'"),
+        (["--limit", "2.5"], r"--limit should be .*a fraction in \(0, 1\], got '2.5'"),
+        (
+            ["--model_args", "adapter={tiny}/no_such_head"],
+            r"adapter directory .*no_such_head.* does not exist",
+        ),
+        (["--model_args", "adapter={tiny}/qwen_head"], r"does not fit the model.*\[320, 32\].*\[300, 32\]"),
+        (["--model_args", "adapter={tiny}/head,scoring_batch_size=0"], r"`scoring_batch_size` should be"),
+    ],
+)
+def test_lm_eval_refuses_bad_input_in_one_line_with_exit_code_2(tiny, capsys, no_model_load, extra, message):
+    from sighead_eval.cli import main
+
+    extra = [a.replace("{tiny}", str(tiny)) for a in extra]
+    if "--model_args" in extra:  # the model is named with the adapter, as a user would
+        i = extra.index("--model_args") + 1
+        extra[i] = f"pretrained={tiny / 'base'},{extra[i]}"
+    else:
+        extra += ["--model_args", f"pretrained={tiny / 'base'}"]
+    code = main(["lm-eval", "--tasks", "sighead_arith", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("sighead-eval lm-eval: error: ")
+    assert __import__("re").search(message, err), err
+
+
+def test_accelerate_cpu_launch_of_several_processes_is_refused_before_any_work(tiny):
+    """`accelerate launch --cpu --num_processes 2` starts one process (accelerate needs mpirun for
+    several CPU processes): that process would run every request, so it refuses, in one line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "sighead_eval", "lm-eval", "--model_args", f"pretrained={tiny / 'base'}",
+              "--tasks", "sighead_arith", "--limit", "16"]  # fmt: skip
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("sighead-eval lm-eval: error:")]
+    assert len(ours) == 1 and "--multi_gpu --num_processes N" in ours[0], result.stderr[-2000:]
+    assert "Running" not in result.stderr  # no request ran
+
+
+def test_launched_world_size_reads_torchrun_and_mpi():
+    from sighead_eval.harness.cli import check_launch, launched_world_size
+
+    assert launched_world_size({}) == 1
+    assert launched_world_size({"WORLD_SIZE": "2"}) == 2
+    assert launched_world_size({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+    assert launched_world_size({"PMI_SIZE": "3"}) == 3
+    check_launch({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "PMI_SIZE": "2"})  # mpirun: fine
+    check_launch({"ACCELERATE_USE_CPU": "False", "MASTER_ADDR": "127.0.0.1"})  # torchrun's own launch
+    with pytest.raises(ValueError, match="started one process"):
+        check_launch({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"})

@@ -4,6 +4,8 @@ scores ride along, and a generation's scores are those of exactly the tokens of 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -149,3 +151,20 @@ def test_generate_until_runs_as_many_forward_passes_as_hflm(models):
     n_stock = _forwards(stock, lambda: stock.generate_until(requests, disable_tqdm=True))
     n_ours = _forwards(ours, lambda: ours.generate_until(requests, disable_tqdm=True))
     assert ours.redone_outputs == 0 and n_ours == n_stock > 0
+
+
+def test_a_continuation_longer_than_the_window_is_scored_where_hflm_refuses_it(models):
+    """HFLM asserts on a continuation longer than the model's window; `sighead` scores its last
+    `max_length - 1` tokens with a warning, and leaves the other requests' values HFLM's."""
+    stock, ours = models
+    too_long = ("Two plus", " ".join(["A quick brown fox jumps over the lazy dog."] * 6))
+    fine = ("The capital of Germany is ", "Berlin")
+    with pytest.raises(AssertionError):
+        stock.loglikelihood(_requests("loglikelihood", [too_long]), disable_tqdm=True)
+    with pytest.warns(UserWarning, match="longer than the model's context"):
+        got = ours.loglikelihood(_requests("loglikelihood", [too_long, fine]), disable_tqdm=True)
+    assert tuple(got[1]) == tuple(
+        stock.loglikelihood(_requests("loglikelihood", [fine]), disable_tqdm=True)[0]
+    )
+    assert got[0].sighead["n_tokens"] == ours.max_length - 1
+    assert got[0][0] == pytest.approx(math.log(got[0].sighead["sequence"]["softmax_prod"]), rel=1e-6)

@@ -11,6 +11,8 @@ rejection) are written beside its samples as `curves_<task>_<date>.json`.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,13 +117,90 @@ def write_curves(output_path: str, since: float) -> list[Path]:
     return written
 
 
+#: Where a launcher says how many processes it started: torchrun's, then MPI's (accelerate's
+#: multi-CPU route runs through mpirun).
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_world_size(environ=None) -> int:
+    """The number of processes a launcher started this one among (1 when not launched)."""
+    environ = os.environ if environ is None else environ
+    for name in WORLD_SIZE_VARIABLES:
+        value = environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def check_launch(environ=None) -> None:
+    """Refuses a launch that asked for several processes but started one, which would run every
+    request in that one process: `accelerate launch --cpu --num_processes N` without
+    `--mpirun_hostfile` starts a single process (it sets MASTER_ADDR, no world size)."""
+    environ = os.environ if environ is None else environ
+    cpu = environ.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1", "yes")
+    if cpu and environ.get("MASTER_ADDR") and launched_world_size(environ) == 1:
+        raise ValueError(
+            "`accelerate launch --cpu --num_processes N` started one process (accelerate runs several "
+            "CPU processes only through mpirun, with --mpirun_hostfile); for N CPU processes use "
+            "`accelerate launch --multi_gpu --num_processes N` (torchrun with gloo; it works without "
+            "GPUs), or leave out --num_processes to run in one process"
+        )
+
+
+def _model_args(argv: list[str]) -> dict[str, str]:
+    args = _option(argv, "--model_args") or ""
+    if args.lstrip().startswith("{"):
+        try:
+            return {str(k): str(v) for k, v in json.loads(args).items()}
+        except (json.JSONDecodeError, AttributeError):
+            raise ValueError(f"--model_args is neither key=value pairs nor a JSON object: {args!r}") from None
+    return dict(part.split("=", 1) for part in args.split(",") if "=" in part)
+
+
+def check_argv(args: list[str]) -> None:
+    """Bad input found before any model loads, each as one `ValueError` or `FileNotFoundError`:
+    `--limit`, and for the `sighead` model its `adapter` (exists, is a Sigmoid Head, fits the model)
+    and `scoring_batch_size`."""
+    limit = _option(args, "--limit") or _option(args, "-L")
+    if limit is not None:
+        try:
+            value = float(limit)
+        except ValueError:
+            value = math.nan
+        if not value > 0 or (value > 1 and not value.is_integer()):
+            raise ValueError(
+                f"--limit should be a positive number of samples per task, or a fraction in (0, 1], got "
+                f"{limit!r}"
+            )
+    if _option(args, "--model") != "sighead":
+        return
+    fields = _model_args(args)
+    size = fields.get("scoring_batch_size")
+    if size is not None and size != "auto" and not (size.isdigit() and int(size) > 0):
+        raise ValueError(f"`scoring_batch_size` should be a positive integer or 'auto', got {size!r}")
+    adapter = fields.get("adapter")
+    if adapter:
+        from ..models import check_adapter_fits
+
+        trust = fields.get("trust_remote_code", "").lower() in ("true", "1", "yes")
+        check_adapter_fits(adapter, fields.get("pretrained"), trust)
+
+
 def main(argv: list[str]) -> int:
+    try:  # bad input ends here in one line, before lm-eval or a model loads
+        args = prepare_argv(argv)
+        if args[0] == "run" and not any(a in ("-h", "--help") for a in args):
+            check_launch()
+            check_argv(args)
+    except (ValueError, OSError) as err:
+        print(f"sighead-eval lm-eval: error: {err}", file=sys.stderr)
+        return 2
+
     from . import model  # noqa: F401  (registers `sighead`)
 
     use_project_tasks()
     from lm_eval.__main__ import cli_evaluate
 
-    args = prepare_argv(argv)
     started = time.time()
     saved, sys.argv = sys.argv, ["sighead-eval lm-eval", *args]
     try:

@@ -25,7 +25,6 @@ Sigmoid Head estimator without one is an error.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -48,6 +47,7 @@ from ..scoring import (
     fit_response,
     score,
 )
+from .cli import launched_world_size
 from .confidence import ScoredLoglikelihood, ScoredStr
 
 
@@ -100,7 +100,7 @@ class SigheadLM(HFLM):
             str(kwargs["device"]).startswith("cuda") and not torch.cuda.is_available()
         ):  # lm-eval's command line asks for cuda:0 by default; HFLM falls back to the CPU as well
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and kwargs["device"] == "cpu":
+        if launched_world_size() > 1 and kwargs["device"] == "cpu":
             from accelerate import PartialState
 
             PartialState(cpu=True)  # a gloo process group, so that HFLM's Accelerator sees every process
@@ -219,17 +219,34 @@ class SigheadLM(HFLM):
         return out
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[ScoredLoglikelihood]:
-        """HFLM's log-likelihoods, with the continuation's confidence scores attached (module doc)."""
-        stock = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        records = []
+        """HFLM's log-likelihoods, with the continuation's confidence scores attached (module doc).
+
+        A continuation longer than the model's window is one HFLM refuses (an assertion): for those
+        alone the value is the scoring pass's, over the continuation's last `max_length - 1`
+        tokens, with a warning."""
+        records, fits = [], []
         for req in requests:
             context, continuation = req.args
             cont = self.tok_encode(continuation, add_special_tokens=False)
             ctx = self.tok_encode(context) if context else [self.prefix_token_id]
+            stock_cont = self._encode_pair(context, continuation)[1] if context else cont
+            fits.append(len(stock_cont) <= self.max_length)
             ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
             records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
-        summaries = self._score(records, disable_tqdm)
-        out = [ScoredLoglikelihood(ll, greedy, s) for (ll, greedy), s in zip(stock, summaries)]
+        stock = iter(
+            super().loglikelihood([r for r, ok in zip(requests, fits) if ok], disable_tqdm=disable_tqdm)
+        )
+        results = score(
+            self.model, self.tokenizer, records, self.scoring, progress=not disable_tqdm and self.rank == 0
+        )
+        out = []
+        for ok, result, summary in zip(fits, results, self._summaries(results)):
+            if ok:
+                logprob, greedy = next(stock)
+            else:
+                logprob = float(result.log_scores["softmax"].sum())
+                greedy = bool(result.greedy.all()) if result.greedy is not None else False
+            out.append(ScoredLoglikelihood(logprob, greedy, summary))
         for req, result in zip(requests, out):
             self.cache_hook.add_partial("loglikelihood", req.args, result)
         return out
