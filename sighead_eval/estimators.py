@@ -72,13 +72,20 @@ LOWER_IS_BETTER = frozenset({"aurc", "brier", "ece", "bce"})
 def aggregate(log_scores) -> dict[str, float]:
     """Every `SEQUENCE_AGGREGATIONS` of one response's per-token log probabilities: mean
     probability, product, sum and mean of logs, minimum."""
-    logs = np.asarray(log_scores, dtype=np.float64)
+    return {agg: values[0] for agg, values in aggregate_rows(np.asarray(log_scores)[None]).items()}
+
+
+def aggregate_rows(log_scores: np.ndarray) -> dict[str, list[float]]:
+    """`aggregate` of each row of `log_scores` (E, R) at once: a handful of numpy calls for every
+    estimator of a response together, not a handful per estimator."""
+    logs = np.asarray(log_scores, dtype=np.float64)  # (E, R)
+    sums = logs.sum(-1)
     return {
-        "mean": float(np.exp(logs).mean()),
-        "prod": float(np.exp(logs.sum())),
-        "sumlog": float(logs.sum()),
-        "meanlog": float(logs.mean()),
-        "min": float(np.exp(logs.min())),
+        "mean": np.exp(logs).mean(-1).tolist(),
+        "prod": np.exp(sums).tolist(),
+        "sumlog": sums.tolist(),
+        "meanlog": logs.mean(-1).tolist(),
+        "min": np.exp(logs.min(-1)).tolist(),
     }
 
 

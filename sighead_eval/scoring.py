@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .dominant import DominantSets, boosted_log_prob, check_rule, dominant_from_top, exact_top_k
-from .estimators import TOKEN_ESTIMATORS, aggregate
+from .estimators import SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
 from .frozen import HeadInputs, frozen_pass, right_pad, unwrap
 from .pieces import token_pieces
 
@@ -51,7 +51,13 @@ class ScoringOptions:
     include_eos: bool = field(
         default=False, metadata={"help": "Also score the end-of-turn/EOS token that closes the response."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Records per forward pass."})
+    batch_size: int | str = field(
+        default=8,
+        metadata={
+            "help": "Records per forward pass, or 'auto' (force-decoding only): as many as the device's "
+            "memory holds, from 512 records down, halved on running out of memory; 8 on a CPU."
+        },
+    )
     max_length: int | None = field(
         default=None,
         metadata={"help": "Longest prompt+response in tokens. Default: the model's context length."},
@@ -87,8 +93,8 @@ class ScoringOptions:
     )
 
     def __post_init__(self):
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"`batch_size` should be a positive integer, got {self.batch_size!r}")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"`batch_size` should be a positive integer or 'auto', got {self.batch_size!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise ValueError(f"`max_length` should be an integer >= 2 or None, got {self.max_length!r}")
         if self.truncation not in TRUNCATION:
@@ -338,10 +344,9 @@ class ScoredText:
 
     def sequence_scores(self) -> dict[str, float]:
         """`{estimator}_{aggregation}` for every probability estimator; `entropy_mean`, `entropy_max`."""
-        out = {}
-        for e in self.estimators:
-            for agg, value in aggregate(self.log_scores[e]).items():
-                out[f"{e}_{agg}"] = value
+        names = self.estimators
+        rows = aggregate_rows(np.stack([self.log_scores[e] for e in names])) if names else {}
+        out = {f"{e}_{agg}": rows[agg][i] for i, e in enumerate(names) for agg in SEQUENCE_AGGREGATIONS}
         out["entropy_mean"] = float(self.entropy.mean())
         out["entropy_max"] = float(self.entropy.max())
         return out
@@ -350,7 +355,10 @@ class ScoredText:
         """A compact record of this response: sequence scores, token count and per-token scores
         (rounded); what the lm-eval model attaches to each output."""
         tokens = {"text": self.tokens, "id": list(self.token_ids)}
-        tokens.update({e: np.exp(self.log_scores[e]).round(digits).tolist() for e in self.estimators})
+        names = self.estimators
+        if names:  # every estimator's list in one exp, one round and one `tolist`
+            lists = np.exp(np.stack([self.log_scores[e] for e in names])).round(digits).tolist()
+            tokens.update(zip(names, lists))
         tokens["entropy"] = self.entropy.round(digits).tolist()
         return {
             "response": self.response,
@@ -692,29 +700,68 @@ def score(
     items = encode_records(base, tokenizer, records, options, need_response=True)
     head = active_head_layer(model)
     pad = _pad_id(tokenizer, eos_ids(base, tokenizer))
-    # Batches of similar length waste less on padding; results go back in input order.
-    order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids))
+    auto = options.batch_size == "auto"
+    size = auto_batch_start(_device(model)) if auto else options.batch_size
+    # Batches of similar length waste less on padding; results go back in input order. With `auto`
+    # the longest come first, so that a batch too large for the device fails at once.
+    order = sorted(items, key=lambda it: len(it.prompt_ids) + len(it.response_ids), reverse=auto)
     results: list[ScoredText | None] = [None] * len(items)
-    for batch in tqdm(list(_batches(order, options.batch_size)), desc="scoring", disable=not progress):
-        frozen = frozen_pass(
-            model,
-            [it.prompt_ids + it.response_ids for it in batch],
-            [len(it.prompt_ids) for it in batch],
-            pad,
-        )
-        scores = token_scores(
-            frozen.logits,
-            frozen.targets,
-            frozen.hidden if head is not None else None,
-            head,
-            options,
-        )
-        host = scores_to_host(scores)
+    total = sum(len(it.response_ids) for it in items)
+    bar = tqdm(total=total, desc="scoring", unit="tok", unit_scale=True, disable=not progress)
+    start = 0
+    while start < len(order):
+        batch = order[start : start + size]
+        try:
+            frozen = frozen_pass(
+                model,
+                [it.prompt_ids + it.response_ids for it in batch],
+                [len(it.prompt_ids) for it in batch],
+                pad,
+            )
+            scores = token_scores(
+                frozen.logits,
+                frozen.targets,
+                frozen.hidden if head is not None else None,
+                head,
+                options,
+            )
+            host = scores_to_host(scores)
+        except torch.OutOfMemoryError:
+            if not auto or size == 1:
+                raise
+            frozen = scores = None
+            size //= 2  # HFLM's `batch_size=auto` halves too; the size that fits is kept
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
         offset = 0
         for it, r in zip(batch, frozen.counts):
             results[it.index] = build_result(it, tokenizer, it.response_ids, host, slice(offset, offset + r))
             offset += r
+        start += len(batch)
+        bar.update(sum(frozen.counts))
+    bar.close()
     return results  # type: ignore[return-value]
+
+
+#: Records in the first batch of `batch_size='auto'` off the CPU; halved until a batch fits.
+AUTO_BATCH_START = 512
+#: On a CPU, batches past 8 records only add padding: the matrix products are as fast per token.
+CPU_AUTO_BATCH = 8
+
+
+def _fixed(options: ScoringOptions) -> int:
+    if options.batch_size == "auto":
+        raise ValueError(
+            "`batch_size='auto'` is for force-decoding decoder-only models (`score`); give generation "
+            "and encoder-decoder models a number of records, e.g. batch_size=8"
+        )
+    return options.batch_size
+
+
+def auto_batch_start(device: torch.device) -> int:
+    """The first batch size `batch_size='auto'` tries on `device`."""
+    return CPU_AUTO_BATCH if device.type == "cpu" else AUTO_BATCH_START
 
 
 def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredText]:
@@ -728,7 +775,7 @@ def _score_seq2seq(model, tokenizer, records, options, progress) -> list[ScoredT
     device = _device(model)
     pad = _pad_id(tokenizer, eos_ids(base, tokenizer))
     results: list[ScoredText | None] = [None] * len(items)
-    for batch in tqdm(list(_batches(items, options.batch_size)), desc="scoring", disable=not progress):
+    for batch in tqdm(list(_batches(items, _fixed(options))), desc="scoring", disable=not progress):
         enc = right_pad([it.prompt_ids for it in batch], pad)
         labels = right_pad([it.response_ids for it in batch], -100)[0]
         with HeadInputs(model) as capture:
@@ -857,7 +904,7 @@ def generate(
     device = _device(model)
     results: list[ScoredText] = []
     for n, batch in enumerate(
-        tqdm(list(_batches(items, options.batch_size)), desc="generating", disable=not progress)
+        tqdm(list(_batches(items, _fixed(options))), desc="generating", disable=not progress)
     ):
         width = max(len(it.prompt_ids) for it in batch)
         # Left padding: every prompt ends at the same column, where generation continues.

@@ -155,3 +155,28 @@ def test_generation_copies_each_batch_to_the_host_once(tokenizer):
     # per batch: the scores (one stacked copy) and the generated ids (one copy); transformers'
     # own loop reads its stopping flag back every step, which is its cost, not the scores'
     assert mode.calls["cpu"] == 2 * 2 and mode.calls["tolist"] == 0
+
+
+def test_auto_batch_size_halves_on_running_out_of_memory_and_scores_the_same(tokenizer, monkeypatch):
+    model = _model()
+    records = _records(2, n=10)
+    fixed = S.score(model, tokenizer, records, S.ScoringOptions(batch_size=3), progress=False)
+    real, sizes = S.frozen_pass, []
+
+    def small_device(model, sequences, starts, pad):  # a device that holds 4 records at most
+        sizes.append(len(sequences))
+        if len(sequences) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, sequences, starts, pad)
+
+    monkeypatch.setattr(S, "frozen_pass", small_device)
+    monkeypatch.setattr(S, "auto_batch_start", lambda device: 16)
+    auto = S.score(model, tokenizer, records, S.ScoringOptions(batch_size="auto"), progress=False)
+    assert sizes == [10, 8, 4, 4, 2]  # 16 (all 10), 8 out of memory; then 4 at a time
+    for a, b in zip(auto, fixed):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.log_scores["sigmoid"], b.log_scores["sigmoid"], atol=1e-5)
+    with pytest.raises(ValueError, match="`batch_size='auto'` is for force-decoding"):
+        S.generate(model, tokenizer, [{"prompt": "Hi"}], S.ScoringOptions(batch_size="auto"), progress=False)
+    with pytest.raises(ValueError, match="`batch_size` should be a positive integer or 'auto', got 'big'"):
+        S.ScoringOptions(batch_size="big")

@@ -71,7 +71,8 @@ class SigheadLM(HFLM):
     - `pretrained`: hub id or local path; default: the embedded SmolLM2-135M-Instruct.
     - `adapter`: a Sigmoid Head directory (e.g. `adapters/smollm2-135m-instruct-wiki`).
     - `estimators`: probability estimators to record, `|`-separated (default: all available).
-    - `scoring_batch_size`: records per scoring pass (default: the HFLM batch size, at least 8).
+    - `scoring_batch_size`: records per scoring pass (default: the HFLM batch size, at least 8), or
+      `auto`: as many as the device holds (from 512 down, halved on running out of memory).
     - `p_jump`, `epsilon`: the BoostedProb dominant-token rule.
     Every other key is HFLM's (`dtype` defaults to float32, `device` to cuda when available).
     """
@@ -128,7 +129,7 @@ class SigheadLM(HFLM):
         batch = self.batch_size if isinstance(self.batch_size, int) else 8
         self.scoring = ScoringOptions(
             chat_template=False,  # contexts arrive already templated by lm-eval
-            batch_size=int(scoring_batch_size or max(8, batch)),
+            batch_size="auto" if scoring_batch_size == "auto" else int(scoring_batch_size or max(8, batch)),
             max_length=self.max_length,
             truncation="left",
             p_jump=float(p_jump),
