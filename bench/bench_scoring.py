@@ -2,24 +2,25 @@
 
 1. Generation: plain greedy `generate` (64 new tokens) against `sighead_eval.scoring.generate`
    with a head attached, which records every estimator's per-token scores. Same model, prompts
-   and run, alternating repeats. Target: at most 1 % extra wall time (median of 7 repeats).
-2. Force-decoding: tokens/s of `score` without a head, with a head, and of the bare forward pass.
-   Target: every estimator together within 3 % of the bare forward pass.
+   and run, timed in alternating pairs; the figure is the median of the per-pair ratios with its
+   95 % interval, and pairs are added until that interval is narrower than the target (or
+   `--max-pairs`). Target: at most 1 % extra wall time.
+2. Force-decoding: tokens/s of `score` without a head, with a head, and of the bare forward pass;
+   every estimator together against the bare forward pass, in pairs likewise. Target: within 3 %.
 
 Runs on any device (`--device`, default cuda when available) and any causal model (`--model`,
 default the embedded SmolLM2; a base model such as gemma-3-270m is prompted without a chat
 template), and prints tokens/s there.
 
-Usage: python bench/bench_scoring.py [--repeats 7] [--batch-size 8] [--device cuda] [--model NAME]
+Usage: python bench/bench_scoring.py [--max-pairs 40] [--batch-size 8] [--device cuda] [--model NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from paired import describe, paired, timed
 from peft import get_peft_model
 
 from sighead_eval import SigmoidHeadConfig
@@ -38,24 +39,12 @@ PROMPTS = [
 ]
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn) -> float:
-    _sync()
-    start = time.perf_counter()
-    fn()
-    _sync()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--min-pairs", type=int, default=10)
+    parser.add_argument("--max-pairs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
@@ -92,20 +81,15 @@ def main() -> None:
     def scored():
         generate(model, tokenizer, records, options, gen, progress=False)
 
-    plain()  # warm-up
-    scored()
-    t_plain, t_scored = [], []
-    for _ in range(args.repeats):
-        t_plain.append(timed(plain))
-        t_scored.append(timed(scored))
-    p, s = statistics.median(t_plain), statistics.median(t_scored)
+    pairs = {"min_pairs": args.min_pairs, "max_pairs": args.max_pairs}
+    result = paired(plain, scored, width=0.01, **pairs)
     n_tokens = sum(
         len(r.token_ids) for r in generate(model, tokenizer, records, options, gen, progress=False)
     )
     print(f"generation, batch {len(records)}, up to {args.new_tokens} new tokens ({n_tokens} generated)")
-    print(f"  plain greedy generate          {p:7.2f} s (median of {args.repeats})")
-    print(f"  generate + per-token scores    {s:7.2f} s")
-    print(f"  overhead                       {100 * (s - p) / p:+7.2f} %   (target <= 1 %)")
+    print(f"  plain greedy generate          {result['base_s']:7.2f} s (median)")
+    print(f"  generate + per-token scores    {result['other_s']:7.2f} s")
+    print(f"  overhead                       {describe(result, 0.01)}")
 
     answers = generate(model, tokenizer, records, options, gen, progress=False)
     forced = [{**r, "response": a.response} for r, a in zip(records, answers)] * 4
@@ -132,19 +116,15 @@ def main() -> None:
     def with_head():
         score(model, tokenizer, forced, options, progress=False)
 
-    forward_only(), without_head(), with_head()  # warm-up
-    runs = {"forward": [], "no_head": [], "head": []}
-    for _ in range(args.repeats):
-        runs["forward"].append(timed(forward_only))
-        runs["no_head"].append(timed(without_head))
-        runs["head"].append(timed(with_head))
-    f, nh, h = (statistics.median(runs[k]) for k in ("forward", "no_head", "head"))
+    all_in = paired(forward_only, with_head, width=0.03, **pairs)
+    head_only = paired(without_head, with_head, **{**pairs, "max_pairs": args.min_pairs})
+    f, h, nh = all_in["base_s"], all_in["other_s"], head_only["base_s"]
     print(f"\nforce-decoding {len(forced)} responses, {n_scored} scored tokens, batch {args.batch_size}")
     print(f"  bare forward pass              {f:7.2f} s  {n_scored / f:8.0f} tokens/s")
     print(f"  score, softmax baselines only  {nh:7.2f} s  {n_scored / nh:8.0f} tokens/s")
     print(f"  score, with Sigmoid Head       {h:7.2f} s  {n_scored / h:8.0f} tokens/s")
-    print(f"  head cost / forward pass       {100 * (h - nh) / f:+7.2f} %")
-    print(f"  all estimators / forward pass  {100 * (h - f) / f:+7.2f} %   (target <= 3 %)")
+    print(f"  head / softmax baselines only  {describe(head_only)}")
+    print(f"  all estimators / forward pass  {describe(all_in, 0.03)}")
 
     # The head step in isolation (the end-to-end difference above is within timing noise).
     head = model.get_base_model().lm_head.active_head()

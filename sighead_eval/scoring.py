@@ -20,7 +20,6 @@ emitted in its place (so every aggregate is a finite number, never NaN); such re
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -412,16 +411,18 @@ def _uses_chat_template(tokenizer, options: ScoringOptions) -> bool:
     return has if options.chat_template is None else bool(options.chat_template)
 
 
-def _check_token_ids(ids, vocab: int, index: int, key: str) -> None:
-    if not isinstance(ids, (list, tuple)) or not all(
-        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ids
-    ):
+def _check_token_ids(ids, vocab: int, index: int, key: str) -> list[int]:
+    """`ids` as a list of Python ints, checked in a few numpy calls, not a Python check per token."""
+    arr = np.asarray(ids) if isinstance(ids, (list, tuple, np.ndarray)) else None
+    if arr is None or arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise TypeError(f"record {index}: `{key}` should be a list of integer token ids")
-    bad = [t for t in ids if not 0 <= t < vocab]
-    if bad:
+    outside = (arr < 0) | (arr >= vocab)
+    if outside.any():
         raise ValueError(
-            f"record {index}: `{key}` holds ids outside the model's vocabulary [0, {vocab}): {bad[:5]}"
+            f"record {index}: `{key}` holds ids outside the model's vocabulary [0, {vocab}): "
+            f"{arr[outside][:5].tolist()}"
         )
+    return arr.tolist()
 
 
 def _content_text(content, index: int, turn: int) -> str:
@@ -510,11 +511,13 @@ def encode_records(model, tokenizer, records, options: ScoringOptions, need_resp
     encoded = []
     for i, record in enumerate(records):
         messages, response = _split_record(record, i, need_response)
-        for key in ("prompt_token_ids", "response_token_ids"):
-            if record.get(key) is not None:
-                _check_token_ids(record[key], vocab, i, key)
+        given = {
+            key: _check_token_ids(record[key], vocab, i, key)
+            for key in ("prompt_token_ids", "response_token_ids")
+            if record.get(key) is not None
+        }
         if "prompt_token_ids" in record:
-            prompt_ids = [int(t) for t in record["prompt_token_ids"]]
+            prompt_ids = given.get("prompt_token_ids", [])
             if not prompt_ids:
                 raise ValueError(f"record {i}: `prompt_token_ids` is empty; give at least a BOS token")
         elif chat:
@@ -532,7 +535,7 @@ def encode_records(model, tokenizer, records, options: ScoringOptions, need_resp
         item = Encoded(i, dict(record), list(prompt_ids), [], response=response)
         if response is not None:
             ids = (
-                record.get("response_token_ids") or tokenizer(response, add_special_tokens=False)["input_ids"]
+                given.get("response_token_ids") or tokenizer(response, add_special_tokens=False)["input_ids"]
             )
             if options.include_eos or not ids:
                 if not eos:

@@ -180,3 +180,24 @@ def test_auto_batch_size_halves_on_running_out_of_memory_and_scores_the_same(tok
         S.generate(model, tokenizer, [{"prompt": "Hi"}], S.ScoringOptions(batch_size="auto"), progress=False)
     with pytest.raises(ValueError, match="`batch_size` should be a positive integer or 'auto', got 'big'"):
         S.ScoringOptions(batch_size="big")
+
+
+@pytest.mark.parametrize(
+    ("ids", "error", "message"),
+    [
+        (
+            [1, 2, 5000],
+            ValueError,
+            r"`prompt_token_ids` holds ids outside the model's vocabulary \[0, 300\): \[5000\]",
+        ),
+        ([1, -3], ValueError, r"outside the model's vocabulary \[0, 300\): \[-3\]"),
+        ([1.0, 2.0], TypeError, "`prompt_token_ids` should be a list of integer token ids"),
+        ([[1, 2]], TypeError, "should be a list of integer token ids"),
+        ("12", TypeError, "should be a list of integer token ids"),
+        ([True], TypeError, "should be a list of integer token ids"),
+    ],
+)
+def test_given_token_ids_are_checked_as_arrays(tokenizer, ids, error, message):
+    record = {"prompt_token_ids": ids, "response": "Paris."}
+    with pytest.raises(error, match=message):
+        S.score(_model(), tokenizer, [record], progress=False)

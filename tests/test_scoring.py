@@ -231,7 +231,7 @@ def test_bad_records_are_refused(tokenizer, record, error, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"batch_size": 0}, "`batch_size` should be a positive integer, got 0"),
+        ({"batch_size": 0}, "`batch_size` should be a positive integer or 'auto', got 0"),
         ({"truncation": "right"}, r"`truncation` should be one of \('error', 'left'\), got 'right'"),
         ({"max_length": 1}, "`max_length` should be an integer >= 2 or None, got 1"),
     ],
