@@ -29,18 +29,9 @@ import collections
 import statistics
 
 import torch
+from bench_scoring import PROMPTS
 from paired import median_interval, timed
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Explain why the sky is blue.",
-    "Write a short poem about the sea.",
-    "How many legs does a spider have?",
-    "Who wrote Romeo and Juliet?",
-    "Describe a cat in two sentences.",
-    "What is photosynthesis?",
-    "Name three planets and one fact about each.",
-]
 TEXT = (
     "The river rises in the northern hills and runs south through farmland, small towns and a "
     "wide valley before it reaches the sea. Its water feeds the fields, and in spring the floods "

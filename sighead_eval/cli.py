@@ -229,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--storage-dtype", default="float16", help="float16, bfloat16 or float32")
     cp.set_defaults(func=cmd_compress)
 
+    ih = sub.add_parser(
+        "import-head",
+        help="Turn a head released by the paper's authors (one [vocab, hidden] tensor) into an adapter",
+        description="Reads a head in the authors' format, a folder (or a hub id, where the hub is "
+        "reachable) with model.safetensors holding one [vocab, hidden] tensor, checks it against the base "
+        "model's output layer (its config only), and writes an adapter directory with offset 'none' and a "
+        "card naming the source.",
+    )
+    ih.add_argument("source", help="Folder with model.safetensors, or a hub id such as "
+                    "tuanh23/SigmoidHead-TowerInstruct-7B-v0.2")  # fmt: skip
+    ih.add_argument("--model", required=True, help="The base model the head was trained on (hub id or path)")
+    ih.add_argument("--output", required=True, help="Adapter directory to write")
+    ih.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    ih.set_defaults(func=cmd_import_head)
+
     mech = sub.add_parser(
         "mechanism",
         help="The mechanism experiment: a synthetic language with known validity, a head trained by the "
@@ -276,6 +291,14 @@ def cmd_compress(ns: argparse.Namespace) -> int:
     from .models import compress_adapter
 
     compress_adapter(ns.adapter, ns.output, ns.storage, ns.rank, ns.model, ns.storage_dtype)
+    return 0
+
+
+def cmd_import_head(ns: argparse.Namespace) -> int:
+    from .authors import import_head
+
+    out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code)
+    print(f"sighead-eval import-head: wrote the adapter {out} (offset 'none'); card: {out / 'README.md'}")
     return 0
 
 
