@@ -810,13 +810,15 @@ def first_end(tokens: np.ndarray, eos: Sequence[int]) -> tuple[np.ndarray, np.nd
 
 
 class StepScores:
-    """Scores every generated token at the step that produced it, while `generate` runs.
+    """Scores every generated token from the step that produced it, while `generate` runs.
 
     A forward hook on the model keeps each step's logits (B, V) and the head's input (B, H); the
-    next step's forward pre-hook reads the tokens just chosen (its input ids) and scores them
-    against the kept step; `finish` scores the last step. Only one step's logits are held, never
-    (B, S, V). Rows past a sequence's end are scored too and never read, so the host never has to
-    look at the tokens while generating; `finish` copies the whole batch to the host at once.
+    next step's forward pre-hook reads the tokens just chosen (its input ids). Steps whose tokens
+    are known are scored together once they fill a chunk (`chunk_rows`, chosen by device), so the
+    estimators run as a few large passes, not a series of small ones per step; at most a chunk of
+    logits is held, never (B, S, V). Rows past a sequence's end are scored too and never read, so
+    the host never has to look at the tokens while generating; `finish` scores what is left and
+    copies the whole batch to the host at once.
 
         with StepScores(model, options) as steps:
             sequences = model.generate(...)
@@ -827,28 +829,49 @@ class StepScores:
         self.base = unwrap(model)
         self.head = active_head_layer(model)
         self.options = options or ScoringOptions()
-        self.steps: list[dict[str, torch.Tensor]] = []
+        self.scored: list[dict[str, torch.Tensor]] = []  # chunks of steps, step-major (k * B,)
+        self.n_steps = 0
         self._inputs = HeadInputs(model, last_only=True)
-        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None  # the newest step
+        self._known: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []  # its tokens known
 
     def _before(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         if self._pending is not None and ids is not None:
-            self._score(ids[:, -1])
+            self._chosen(ids[:, -1])
 
     def _after(self, module, args, kwargs, output):
         logits = output.logits if hasattr(output, "logits") else output[0]
         hidden = self._inputs.captured.pop() if self._inputs.captured else None
         self._inputs.captured.clear()
-        self._pending = (logits[:, -1], hidden)  # (B, V), (B, H)
-
-    @torch.no_grad()
-    def _score(self, chosen: torch.Tensor) -> None:
-        logits, hidden = self._pending
-        self._pending = None
         if self.head is not None and hidden is None:
             raise RuntimeError("the model's generate loop did not call the output head at this step")
-        self.steps.append(token_scores(logits, chosen.to(logits.device), hidden, self.head, self.options))
+        self._pending = (logits[:, -1], hidden)  # (B, V), (B, H)
+
+    def _chosen(self, tokens: torch.Tensor) -> None:
+        logits, hidden = self._pending
+        self._pending = None
+        self._known.append((logits, hidden, tokens.to(logits.device)))
+        rows = chunk_rows(logits.device, logits.shape[-1], self.options.chunk_rows)
+        if len(self._known) * logits.shape[0] >= rows:
+            self._flush()
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if not self._known:
+            return
+        logits, hidden, tokens = zip(*self._known)
+        self.n_steps += len(self._known)
+        self._known = []
+        self.scored.append(
+            token_scores(
+                torch.cat(logits),  # (k * B, V), step-major
+                torch.cat(tokens),
+                None if self.head is None else torch.cat(hidden),
+                self.head,
+                self.options,
+            )
+        )
 
     def __enter__(self):
         self._inputs.__enter__()
@@ -867,15 +890,20 @@ class StepScores:
         """The batch's scores on the host, from the generated tokens `generated` (B, S):
         `{estimator: (B * S,)}`, row `b`'s step `s` at `b * S + s`."""
         if self._pending is not None:
-            self._score(generated[:, -1])
-        if len(self.steps) != generated.shape[1]:
+            self._chosen(generated[:, -1])
+        self._flush()
+        batch, steps = generated.shape
+        if self.n_steps != steps:
             raise RuntimeError(
-                f"scored {len(self.steps)} steps for {generated.shape[1]} generated tokens; the model's "
-                "generate loop calls the model an unexpected number of times"
+                f"scored {self.n_steps} steps for {steps} generated tokens; the model's generate loop "
+                "calls the model an unexpected number of times"
             )
-        if not self.steps:
+        if not self.scored:
             return {}
-        flat = {k: torch.stack([step[k] for step in self.steps], 1).reshape(-1) for k in self.steps[0]}
+        flat = {  # step-major (S * B,) -> row-major (B * S,)
+            k: torch.cat([part[k] for part in self.scored]).view(steps, batch).t().reshape(-1)
+            for k in self.scored[0]
+        }
         return scores_to_host(flat)
 
 

@@ -201,3 +201,30 @@ def test_given_token_ids_are_checked_as_arrays(tokenizer, ids, error, message):
     record = {"prompt_token_ids": ids, "response": "Paris."}
     with pytest.raises(error, match=message):
         S.score(_model(), tokenizer, [record], progress=False)
+
+
+def test_generation_scores_do_not_depend_on_how_steps_are_chunked(tokenizer):
+    """Steps scored together (a chunk of steps at once) or one chunk row at a time: the same
+    scores, the same tokens; and they equal force-decoding the generated tokens."""
+    model = _model()
+    records = [{"prompt": f"Question {i}?"} for i in range(3)]
+    gen = S.GenerationOptions(max_new_tokens=7)
+    runs = [
+        S.generate(
+            model, tokenizer, records, S.ScoringOptions(batch_size=3, chunk_rows=rows), gen, progress=False
+        )
+        for rows in (1, 4, 10_000)
+    ]
+    for outs in zip(*runs):
+        for other in outs[1:]:
+            assert other.token_ids == outs[0].token_ids
+            np.testing.assert_allclose(other.log_scores["sigmoid"], outs[0].log_scores["sigmoid"], atol=1e-6)
+            np.testing.assert_allclose(other.entropy, outs[0].entropy, atol=1e-5)
+    for record, out in zip(records, runs[1]):
+        [forced] = S.score(
+            model,
+            tokenizer,
+            [{**record, "response": out.response, "response_token_ids": out.token_ids}],
+            progress=False,
+        )
+        np.testing.assert_allclose(forced.log_scores["softmax"], out.log_scores["softmax"], atol=1e-5)
