@@ -232,8 +232,8 @@ CEILING_NEGATIVES, CEILING_UNIGRAM_SHARE, CEILING_TEMPERATURE = 10, 0.5, 2.0
 
 
 def _ceiling_log_score(own, inside, top_logp, sets, tempered_mass, vocab: int) -> torch.Tensor:
-    """log of the converged head's score under the paper's recipe (`../shared/METHOD.md`): a
-    dominant token is never a negative and goes to 1; another settles at p / (p + its expected
+    """log of the converged head's score under the paper's recipe: a dominant token is never a
+    negative and goes to 1; another settles at p / (p + its expected
     negative draws per position), k_s p^(1/T) / S from the softmax proposal (S summed over the
     non-dominant tokens) plus k_u / V from the unigram (taken as uniform)."""
     k_u = CEILING_NEGATIVES * CEILING_UNIGRAM_SHARE
