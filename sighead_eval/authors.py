@@ -119,6 +119,11 @@ def import_head(
             f"[vocab, hidden] = {list(shape)}, the model's output layer `{module}` has {list(expected)}. "
             "Pass the base model the head was trained on (--model)."
         )
+    if (Path(output) / ADAPTER_WEIGHTS).exists():
+        raise ValueError(
+            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
+            "it first"
+        )
     out = check_output_dir(output)
     with safe_open(str(folder / AUTHORS_WEIGHTS), framework="pt") as f:
         weight = f.get_tensor(name)  # in the file's own dtype

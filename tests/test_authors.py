@@ -127,6 +127,10 @@ def test_import_head_command(tiny_dir, tmp_path, capsys):
     args = ["import-head", str(tmp_path / "released"), "--model", str(tiny_dir / "base")]
     assert main([*args, "--output", str(tmp_path / "adapter")]) == 0
     assert "wrote the adapter" in capsys.readouterr().out
+    before = (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert main([*args, "--output", str(tmp_path / "adapter")]) == 2  # an adapter is never overwritten
+    assert "already holds an adapter" in capsys.readouterr().err
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == before
     authors_head(tmp_path / "other", vocab=320)
     assert (
         main(

@@ -168,3 +168,47 @@ def test_a_continuation_longer_than_the_window_is_scored_where_hflm_refuses_it(m
     )
     assert got[0].sighead["n_tokens"] == ours.max_length - 1
     assert got[0][0] == pytest.approx(math.log(got[0].sighead["sequence"]["softmax_prod"]), rel=1e-6)
+
+
+def test_kept_tokens_find_the_generated_prefix_of_the_kept_text(tokenizer):
+    """The tokens of the text lm-eval kept: all up to the end token, a prefix where lm-eval cut at
+    a token boundary, none where it cut inside a token or kept nothing (those are redone)."""
+    from sighead_eval.harness.model import kept_tokens
+
+    ids = tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
+    eos = [tokenizer.eos_token_id]
+    generated = np.array(ids + eos + eos)  # an end token, then padding
+    pieces = [tokenizer.decode([t]) for t in ids]
+    assert kept_tokens(tokenizer, generated, "The capital of France is Paris.", eos) == len(ids)
+    assert kept_tokens(tokenizer, generated, "".join(pieces[:3]), eos) == 3  # cut at a boundary
+    inside = "".join(pieces[:2]) + pieces[2][:2]  # " of" cut after " o"
+    assert kept_tokens(tokenizer, generated, inside, eos) is None
+    assert kept_tokens(tokenizer, generated, "", eos) is None
+    assert kept_tokens(tokenizer, generated, "Something else", eos) is None
+
+
+def test_generate_until_redoes_an_output_cut_inside_a_token(models):
+    """A stop sequence that falls inside a generated token: the kept text is force-decoded, and
+    its scores are those of the kept text's own tokens."""
+    from sighead_eval.scoring import ScoringOptions, score
+
+    stock, ours = models
+    args = ("The capital of France is", {"until": [], "max_gen_toks": 6, "do_sample": False})
+    [full] = ours.generate_until(_requests("generate_until", [args]), disable_tqdm=True)
+    pieces = [ours.tokenizer.decode([t]) for t in full.sighead["tokens"]["id"]]
+    cut = next(i for i, p in enumerate(pieces) if len(p) >= 2 and i > 0)  # a piece of 2+ characters
+    stop = pieces[cut][1:]  # cuts that piece after its first character
+    request = _requests("generate_until", [(args[0], {**args[1], "until": [stop]})])
+    [expected] = stock.generate_until(request, disable_tqdm=True)
+    [out] = ours.generate_until(request, disable_tqdm=True)
+    assert str(out) == expected and expected.endswith(pieces[cut][0])
+    assert out.sighead["scored_by"] == "force-decoding" and ours.redone_outputs == 1
+    [forced] = score(
+        ours.model,
+        ours.tokenizer,
+        [{"prompt_token_ids": ours.tok_encode(args[0]), "response": expected}],
+        ScoringOptions(chat_template=False),
+        progress=False,
+    )
+    assert out.sighead["tokens"]["id"] == forced.token_ids
+    assert out.sighead["sequence"]["softmax_mean"] == pytest.approx(forced.sequence_scores()["softmax_mean"])

@@ -155,10 +155,6 @@ class SigheadLM(HFLM):
             out.append(s)
         return out
 
-    def _score(self, records: list[dict], disable_tqdm: bool) -> list[dict]:
-        progress = not disable_tqdm and self.rank == 0 and len(records) > 0
-        return self._summaries(score(self.model, self.tokenizer, records, self.scoring, progress=progress))
-
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         if getattr(self, "_generated", None) is None:  # not inside `generate_until`
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
@@ -189,30 +185,27 @@ class SigheadLM(HFLM):
         if len(rows) == len(recorder.kept):  # row k is the k-th text HFLM kept
             for k, key in enumerate(recorder.kept):
                 by_text.setdefault(key, []).append(k)
-        results: list = [None] * len(requests)
-        redo = []
-        for i, (req, text) in enumerate(zip(requests, texts)):
-            candidates = by_text.get((req.args[0], str(text)))
+        results: list = [None] * len(requests)  # a ScoredText each, from generation or redone
+        redo: dict[int, dict] = {}  # request index -> the record to force-decode
+        for i, (req, text) in enumerate(zip(requests, map(str, texts))):
+            candidates = by_text.get((req.args[0], text))
             row = rows[candidates.pop(0)] if candidates else None
-            kept = None if row is None else kept_tokens(self.tokenizer, row.tokens, str(text), eos)
+            kept = None if row is None else kept_tokens(self.tokenizer, row.tokens, text, eos)
             if kept is None:
                 prompt = row.prompt_ids if row is not None else self.tok_encode(req.args[0])
-                redo.append(
-                    (i, {"prompt_token_ids": prompt or [self.prefix_token_id], "response": str(text)})
-                )
+                redo[i] = {"prompt_token_ids": prompt or [self.prefix_token_id], "response": text}
                 continue
-            item = Encoded(i, {}, row.prompt_ids, [], response=str(text))
+            item = Encoded(i, {}, row.prompt_ids, [], response=text)
             results[i] = build_result(
-                item, self.tokenizer, row.tokens[:kept].tolist(), row.host, row.rows(kept)
+                item, self.tokenizer, row.tokens[:kept].tolist(), row.host, row.scores(kept)
             )
-        summaries = self._summaries([r for r in results if r is not None])
-        redone = iter(self._score([record for _, record in redo], disable_tqdm=True))
-        done = iter(summaries)
-        redo_at = {i for i, _ in redo}
+        if redo:
+            redone = score(self.model, self.tokenizer, list(redo.values()), self.scoring, progress=False)
+            for i, result in zip(redo, redone):
+                results[i] = result
         out = []
-        for i, text in enumerate(texts):
-            summary = next(redone) if i in redo_at else next(done)
-            summary["scored_by"] = "force-decoding" if i in redo_at else "generation"
+        for i, (text, summary) in enumerate(zip(texts, self._summaries(results))):
+            summary["scored_by"] = "force-decoding" if i in redo else "generation"
             out.append(ScoredStr(str(text), summary))
         self.redone_outputs = len(redo)  # outputs scored by a second pass (see the module doc)
         for req, result in zip(requests, out):
@@ -230,7 +223,10 @@ class SigheadLM(HFLM):
             context, continuation = req.args
             cont = self.tok_encode(continuation, add_special_tokens=False)
             ctx = self.tok_encode(context) if context else [self.prefix_token_id]
-            stock_cont = self._encode_pair(context, continuation)[1] if context else cont
+            if context:
+                stock_cont = self._encode_pair(context, continuation)[1]
+            else:  # HFLM takes a first token equal to its prefix token as the context
+                stock_cont = cont[1:] if cont and cont[0] == self.prefix_token_id else cont
             fits.append(len(stock_cont) <= self.max_length)
             ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
             records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
@@ -274,7 +270,8 @@ class GeneratedRow:
     host: dict  # the batch's scores, estimator -> (B * S,)
     start: int  # this row's first score in `host`
 
-    def rows(self, kept: int) -> slice:
+    def scores(self, kept: int) -> slice:
+        """Where this row's first `kept` scores lie in `host`."""
         return slice(self.start, self.start + kept)
 
 
@@ -305,8 +302,7 @@ def kept_tokens(tokenizer, tokens: np.ndarray, text: str, eos: list[int]) -> int
     prefixes (a few decodes) when lm-eval cut it."""
     if not text:
         return None
-    stopped, ends = first_end(tokens[None], eos)
-    end = int(ends[0])
+    end = int(first_end(tokens[None], eos)[1][0])
 
     def decoded(k: int) -> str:
         return tokenizer.decode(tokens[:k].tolist(), skip_special_tokens=True)
