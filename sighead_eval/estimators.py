@@ -6,7 +6,7 @@ A *token estimator* gives each scored token a probability-like score:
 - `softmax`: the LM's own probability `p(y)`;
 - `boostedprob`: the dominant-set mass if `y` is dominant, else `p(y)` (BoostedProb);
 - `ceiling`: what a perfectly converged Sigmoid Head of the paper's recipe would score, from the
-  model's own distribution (the README's `ceiling` paragraph): 1 if `y` is dominant, else `p / (p + expected
+  model's own distribution (docs/method.md derives it): 1 if `y` is dominant, else `p / (p + expected
   negative draws of y)`. Beside a trained head it tells how much of its score is the mechanism
   and how much is learning; it is not a rival of the head.
 - `hybrid`: the head's score times the ceiling's, a lever beyond the paper. Inside the dominant set

@@ -1,10 +1,10 @@
 """The mechanism experiment: where a converged Sigmoid Head must beat the softmax, and where not.
 
-A synthetic language with known ground truth (the README's mechanism section says why each
-regime must go the way it does). An exact stand-in for a language model sets the output
-distribution of each context: its hidden state is one-hot (one dimension per context) and its LM
-head holds `log p`, so the softmax is exactly the distribution set and the Sigmoid Head has one
-free logit per (context, token). Four regimes, one context each, over 60 answer tokens:
+A synthetic language with known ground truth (docs/method.md, "When can the head beat the
+softmax?", says why each regime must go the way it does). An exact stand-in for a language model
+sets the output distribution of each context: its hidden state is one-hot (one dimension per
+context) and its LM head holds `log p`, so the softmax is exactly the distribution set and the
+Sigmoid Head has one free logit per (context, token). Four regimes, one context each, over 60 answer tokens:
 
 | regime | distribution | valid tokens |
 |---|---|---|

@@ -241,7 +241,13 @@ def prr(confidence, quality, max_rejection: float = 1.0) -> float:
     oracle = _kept_quality(q, q)[:levels].mean()
     rand = q.mean()
     if oracle - rand <= 0:
-        return _undefined("prr", "every output has the same quality, so there is nothing to reject")
+        if np.all(q == q[0]):
+            return _undefined("prr", "every output has the same quality, so there is nothing to reject")
+        return _undefined(
+            "prr",
+            f"{q.size} outputs are too few to reject up to {max_rejection:.0%}: the curve's levels "
+            f"({levels}) reach no rejection at which the oracle beats random; give more outputs",
+        )
     return float((est - rand) / (oracle - rand))
 
 

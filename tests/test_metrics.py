@@ -106,6 +106,8 @@ def test_bad_types_are_refused():
         ("ap", [0.1, 0.2, 0.3], [0, 0, 0], "it needs both correct .* all 3 are 0"),
         ("prr", [0.1, 0.2, 0.3], [1, 1, 1], "every output has the same quality"),
         ("prr_50", [0.1, 0.2, 0.3], [2.5, 2.5, 2.5], "every output has the same quality"),
+        # two outputs of different quality: rejecting up to 50 % keeps only the no-rejection level
+        ("prr_50", [0.9, 0.1], [1, 0], "2 outputs are too few to reject up to 50%"),
         ("pearson", [0.1, 0.2, 0.3], [2.0, 2.0, 2.0], "the references are constant"),
         ("spearman", [0.4, 0.4, 0.4], [1.0, 2.0, 3.0], "the confidences are constant"),
         ("kendall", [0.4, 0.4, 0.4], [1.0, 2.0, 3.0], "the confidences are constant"),

@@ -1,4 +1,5 @@
-"""The README's code example runs as written (on the embedded model)."""
+"""The README's code example runs as written (on the embedded model), and its headline is the
+committed report's."""
 
 from __future__ import annotations
 
@@ -18,12 +19,9 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "adapters").symlink_to(README.parent / "adapters")  # the examples' relative paths
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "readme"})
-    lines = capsys.readouterr().out.splitlines()
-    first = lines[0].split()
+    first = capsys.readouterr().out.splitlines()[0].split()
     assert len(first) == 2 and all(0.0 <= float(x) <= 1.0 for x in first)
-    assert any("'auroc': 1.0" in line for line in lines)  # the evaluate example: Paris above Madrid
-    assert 0.0 <= float(lines[-1]) <= 1.0  # the lm-eval example's ROC-AUC
-    assert (tmp_path / "my-head" / "adapter_model.safetensors").is_file()
+    assert float(first[0]) < 0.999, "the shipped head should not score like an untrained one"
 
 
 def test_the_headline_is_the_committed_reports_own():
@@ -35,8 +33,12 @@ def test_the_headline_is_the_committed_reports_own():
 
     adapter = README.parent / "adapters" / "smollm2-135m-instruct-wiki"
     report = json.loads((adapter / "evaluation.json").read_text())
-    block = headline_block(report)
-    for doc in (README, adapter / "README.md"):
+    pages = {
+        README: headline_block(report, compact=True),
+        README.parent / "docs" / "results.md": headline_block(report),
+        adapter / "README.md": headline_block(report),
+    }
+    for doc, block in pages.items():
         text = doc.read_text()
         assert text.count(HEADLINE_START) == 1 and text.count(HEADLINE_END) == 1, doc
         assert block in text, f"{doc.name}: the headline differs from headline_block(evaluation.json)"

@@ -13,7 +13,7 @@ gradients are averaged (DDP, gloo on CPU).
 With `cache_hidden`, one frozen pass keeps what every epoch needs, its negatives included, and
 epochs run over that cache without the model (`cache.py`).
 
-Recipes tried and their figures are in the shipped adapter's card and the README, not here.
+Recipes tried and their figures are in the shipped adapter's card and docs/research.md, not here.
 """
 
 from __future__ import annotations
