@@ -60,6 +60,7 @@ def cmd_score(ns: argparse.Namespace) -> int:
     model_options = _options(ModelOptions, ns)
     records = read_jsonl(ns.input)  # bad input fails before any model work
     check_json_safe(records)
+    model_options = _score_adapter(model_options, ns.no_adapter)
     if model_options.adapter:
         check_adapter_dir(model_options.adapter)
     model, tokenizer = model_options.load()
@@ -74,6 +75,33 @@ def cmd_score(ns: argparse.Namespace) -> int:
             row.pop("words")
     write_jsonl_atomic(ns.output, rows)
     return 0
+
+
+def _score_adapter(options: ModelOptions, no_adapter: bool) -> ModelOptions:
+    """The head `score` runs, said on stderr (stdout may be the output): the one given; else the
+    shipped head on the embedded default model; else none, with a warning that the Sigmoid Head's
+    scores are left out. `--no-adapter` asks for the baselines alone, silently."""
+    from dataclasses import replace
+
+    from .runs import choose_adapter
+
+    if no_adapter:
+        if options.adapter:
+            raise ValueError("--adapter and --no-adapter contradict each other; give one")
+        return options
+    if options.adapter:
+        return options
+    shipped = choose_adapter(None, options.model)
+    if shipped is not None:
+        print(f"sighead-eval score: no --adapter given: using the shipped head {shipped}", file=sys.stderr)
+        return replace(options, adapter=shipped)
+    print(
+        f"sighead-eval score: warning: no --adapter for {options.model or 'this model'}: only the softmax "
+        "baselines are scored, the sigmoid_* and hybrid_* scores are left out (train a head with "
+        "`sighead-eval train`; --no-adapter silences this)",
+        file=sys.stderr,
+    )
+    return options
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
@@ -132,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Include per-token and per-word scores",
     )
     add_model_options(p)
+    p.add_argument(
+        "--no-adapter",
+        action="store_true",
+        help="Score the softmax baselines only, on purpose (without it, a model with no --adapter and no "
+        "shipped head is scored so too, with a warning)",
+    )
     _add_dataclass_options(p, ScoringOptions)
     _add_dataclass_options(p, GenerationOptions)
     p.set_defaults(func=cmd_score)

@@ -471,7 +471,8 @@ def headline_block(report: dict, compact: bool = False) -> str:
                     "",
                     *gap_table(report),
                     "",
-                    "Significant after Holm-Bonferroni correction (paired bootstrap, each family on its own):",
+                    "Significant after Holm-Bonferroni correction (paired bootstrap, each family on its "
+                    "own):",
                     "",
                     *(f"- {label}: {significant_summary(report, name)}" for name, label in families),
                     "",

@@ -3,8 +3,9 @@ the project's offline lm-eval tasks; every estimator is scored on the same outpu
 
 Writes to the results folder (default `results/demo/`):
 - `lm_eval_results.json`: lm-eval's results with every sample and its per-token scores;
-- `table.md`, `table.csv`: a row per estimator, ROC-AUC, PRR, AP, ECE and Brier per task, the best
-  value per column marked;
+- `table.md`: a panel per task, a row per estimator, ROC-AUC, PRR and AP pooled over the task's
+  samples and raw ECE and Brier, the best value per column marked; `table.csv`: the same, one row
+  per estimator;
 - `plots/`: rejection curves and reliability diagrams per task, a bar chart of ROC-AUC and PRR;
 - `report.html`: one self-contained page with the table, the plots and sample outputs, each token
   coloured by its Sigmoid Head confidence beside its softmax probability.
@@ -51,7 +52,7 @@ def run_demo(
 
     from .report import plots, table_csv, table_markdown, task_samples
     from .report.page import render_page
-    from .report.table import estimator_table, table_text
+    from .report.table import POOLED_NOTE, estimator_table, table_text
 
     started = time.time()
     print(
@@ -71,7 +72,8 @@ def run_demo(
     stages = tqdm(total=2 + 2 * len(names), desc="writing the report", unit="file")
     per_task = [task_samples(t, out["samples"][t]) for t in names]
     table = estimator_table(out["results"], names)
-    write_atomic(out_dir / "table.md", table_markdown(table))
+    counts = {ts.task: ts.quality.size for ts in per_task}
+    write_atomic(out_dir / "table.md", table_markdown(table, counts))
     write_atomic(out_dir / "table.csv", table_csv(table))
     stages.update(1)
     figures: dict[str, list[Path]] = {
@@ -94,13 +96,32 @@ def run_demo(
         + f", {time.strftime('%Y-%m-%d')}."
     )
     page = render_page(
-        "sighead-eval demo: is the confidence worth trusting?", intro, table, per_task, figures
+        "sighead-eval demo: is the confidence worth trusting?",
+        intro,
+        table,
+        per_task,
+        figures,
+        decode=_decoder(options),
     )
     write_atomic(out_dir / "report.html", page)
     stages.close()
 
     print()
-    print(table_text(table))
+    print(table_text(table, counts))
+    print(POOLED_NOTE)
     print(intro)
     print(f"wrote {out_dir}/: table.md, table.csv, lm_eval_results.json, report.html, plots/")
     return 0
+
+
+def _decoder(options: ModelOptions):
+    """The model's tokenizer's `decode`, for the page to join characters split over byte-level
+    tokens (the tokenizer alone is loaded, not the model)."""
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model(options.model), trust_remote_code=options.trust_remote_code
+    )
+    return lambda ids: tokenizer.decode(list(ids))

@@ -85,6 +85,23 @@ def check_json_safe(records: list[dict], what: str = "record") -> None:
             )
 
 
+def _utf8_line(raw: bytes, name: str, n: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{name}, line {n}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the "
+            "line); save the file as UTF-8"
+        ) from None
+
+
+def check_utf8(path: str | os.PathLike) -> None:
+    """Raises, naming the file and line, if a local text file is not UTF-8."""
+    with open(path, "rb") as stream:
+        for n, raw in enumerate(stream, 1):
+            _utf8_line(raw, str(path), n)
+
+
 def read_jsonl(path: str) -> list[dict]:
     """The JSON objects of a JSONL file (or stdin for '-'), with the line of any bad one."""
     if path != "-":
@@ -92,10 +109,11 @@ def read_jsonl(path: str) -> list[dict]:
             raise IsADirectoryError(f"--input {path!r} is a directory; give a JSONL file (or - for stdin)")
         if not Path(path).is_file():
             raise FileNotFoundError(f"--input {path!r}: no such file; give a JSONL file (or - for stdin)")
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     records = []
     with stream:
-        for n, line in enumerate(stream, 1):
+        for n, raw in enumerate(stream, 1):
+            line = _utf8_line(raw, "stdin" if path == "-" else path, n)
             if not line.strip():
                 continue
             try:

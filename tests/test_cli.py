@@ -51,13 +51,39 @@ def test_score_jsonl_roundtrip(model_dir):
     assert rows[1]["empty_response"] is True
 
 
-def test_score_generate_without_tokens(model_dir):
+def test_score_generate_without_tokens(model_dir, capsys):
     _write(model_dir / "in.jsonl", [{"prompt": "Hi"}])
     args = _score_args(model_dir, "base", "--generate", "--max-new-tokens", "5", "--no-tokens")
     assert main(args) == 0
     row = json.loads((model_dir / "out.jsonl").read_text())
     assert row["n_tokens"] == 5 and "tokens" not in row
     assert "sigmoid_mean" not in row["sequence"]  # no adapter given: softmax baselines only
+    assert "warning: no --adapter" in capsys.readouterr().err  # ... and it says so
+    assert main([*args, "--no-adapter"]) == 0
+    assert "warning" not in capsys.readouterr().err  # on purpose: silent
+
+
+def test_adapter_and_no_adapter_contradict(model_dir, capsys):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "x"}])
+    assert main(_score_args(model_dir, "base", "--adapter", str(model_dir / "head"), "--no-adapter")) == 2
+    assert "--adapter and --no-adapter contradict each other" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_score_on_the_embedded_model_defaults_to_the_shipped_head(tmp_path, capsys):
+    _write(tmp_path / "in.jsonl", [{"prompt": "What is the capital of France?", "response": "Paris."}])
+    args = ["score", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    assert main([*args, "--no-tokens"]) == 0
+    assert "using the shipped head" in capsys.readouterr().err
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert {"sigmoid_mean", "hybrid_prod"} <= set(row["sequence"])
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_line(model_dir, no_model_loading, capsys):
+    (model_dir / "in.jsonl").write_bytes(b'{"prompt": "Hi", "response": "x"}\n{"prompt": "caf\xe9"}\n')
+    assert main(_score_args(model_dir)) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl, line 2: not UTF-8 text (byte 0xe9" in err and "save the file as UTF-8" in err
 
 
 def test_bad_json_line_fails_before_model_work_and_keeps_the_old_output(model_dir, capsys):

@@ -74,9 +74,12 @@ def test_demo_runs_the_offline_tasks_on_the_default_model(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path), "--limit", "12"]) == 0
     printed = capsys.readouterr().out
     assert "sigmoid_mean" in printed and "(* best in its column)" in printed
+    assert "pooled over every sample of a task" in printed
+    panel = printed[printed.index("geo_qa (12 samples)") : printed.index("(* best in its column)")]
+    assert max(map(len, panel.splitlines())) < 80  # the terminal table fits 80 columns
     table = (tmp_path / "table.md").read_text()
     for task in ("geo_qa", "arith", "wiki_facts", "geo_paraphrase"):
-        assert f"{task}: ROC-AUC" in table
+        assert f"### {task} (12 samples)" in table
     assert "| sigmoid_prod |" in table and "| boostedprob_mean |" in table and "| length |" in table
     results = json.loads((tmp_path / "lm_eval_results.json").read_text())
     from sighead_eval.estimators import CONFIDENCES

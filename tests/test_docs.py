@@ -75,6 +75,7 @@ def anchors(path: Path) -> set[str]:
 
 def test_slug_matches_python_markdown():
     import markdown
+
     heading = "Scale: GPUs, several GPUs, models bigger than one GPU (`--device auto`)"
     md = markdown.Markdown(extensions=["toc"])
     html = md.convert(f"# {heading}")
@@ -115,7 +116,8 @@ def _tracked_files() -> list[Path]:
 
 
 def test_nothing_refers_outside_the_repository():
-    outside = re.compile(r"\.\./" + "shared|/work/" + "|\\.\\./\\.library")
+    # the patterns are split so that this file does not match itself
+    outside = re.compile(r"\.\./" + "shared|" + "/wo" + "rk/|" + r"\.\./" + r"\.library")
     offenders = []
     for path in _tracked_files():
         if path.suffix in {".safetensors", ".png", ".gz"} or not path.is_file():

@@ -90,6 +90,22 @@ def test_table_marks_the_best_per_column_with_lower_is_better_for_calibration():
     assert "(* best in its column)" in table_text(table)
 
 
+def test_the_table_is_a_panel_per_task_that_fits_a_terminal_and_says_it_is_pooled():
+    tasks = [f"sighead_task{k}" for k in range(4)]
+    res = {t: results_of(t, fake_samples(40, seed=k))[t] for k, t in enumerate(tasks)}
+    table = estimator_table(res, tasks)
+    counts = {t: 40 + k for k, t in enumerate(tasks)}
+    text = table_text(table, counts)
+    assert max(map(len, text.splitlines())) < 80, "the terminal table should fit 80 columns"
+    for k in range(len(tasks)):
+        assert f"task{k} ({40 + k} samples)" in text
+    md = table_markdown(table, counts)
+    assert md.count("### task") == 4 and "pooled over every sample of a task" in md
+    assert max(len(line) for line in md.splitlines() if line.startswith("|")) < 100
+    page = render_page("demo", "intro", table, [], {})
+    assert page.count('<div class="panel">') == 4 and "pooled over every sample" in page
+
+
 def test_plots_are_png_files_with_content(tmp_path):
     from PIL import Image
 
@@ -108,6 +124,32 @@ def test_plots_are_png_files_with_content(tmp_path):
     assert not list(tmp_path.glob(".*.tmp*"))
 
 
+def test_plots_keep_their_legends_off_the_data_and_label_their_axes():
+    records = fake_samples(40)
+    ts = task_samples("sighead_x", records)
+    figures = [
+        plots.rejection_figure(ts),
+        plots.reliability_figure(ts),
+        plots.bar_figure(results_of("sighead_x", records), ["sighead_x"]),
+    ]
+    for fig in figures:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
+        assert legends, "every plot has a legend"
+        for ax in axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes: {ax.get_title()}"
+            area = ax.get_window_extent(renderer)
+            for legend in legends:
+                assert not legend.get_window_extent(renderer).overlaps(area), (
+                    f"a legend covers {ax.get_title()}"
+                )
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def test_page_shows_tokens_coloured_by_each_signal_and_marks_wrong_answers():
     records = fake_samples(20)
     ts = task_samples("sighead_x", records)
@@ -122,6 +164,35 @@ def test_page_shows_tokens_coloured_by_each_signal_and_marks_wrong_answers():
     assert htmlmod.escape("Question <") in page and "Question <" not in page  # escaped
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
     assert colour(0) == "hsl(0, 75%, 78%)" and colour(1) == "hsl(120, 75%, 78%)"
+
+
+def test_the_page_joins_a_character_split_over_byte_level_tokens():
+    """`Port-Íloula`: `Í` is two UTF-8 bytes, each its own token, each decoding alone to `�`."""
+    from sighead_eval.report.page import token_groups
+
+    word = "Port-Íloula"
+    ids = list(word.encode())  # one token per byte
+    text = [bytes([b]).decode("utf-8", errors="replace") for b in ids]
+    assert "\ufffd" in "".join(text)
+
+    def decode(span):
+        return bytes(span).decode("utf-8", errors="replace")
+
+    groups = token_groups(text, ids, decode)
+    assert "".join(g for g, _ in groups) == word
+    assert ("Í", [5, 6]) in groups
+    assert token_groups(text, ids, None) == [(p, [i]) for i, p in enumerate(text)]  # no tokenizer: as is
+
+    records = fake_samples(20)
+    for r in records:
+        out = r["filtered_resps"][0]
+        if "tokens" in out:
+            n = len(ids)
+            out["tokens"] = {"text": text, "id": ids, "sigmoid": [0.9] * n, "softmax": [0.5] * n}
+    ts = task_samples("sighead_x", records)
+    table = estimator_table(results_of("sighead_x", records), ["sighead_x"])
+    page = render_page("demo", "intro", table, [ts], {}, n=4, decode=decode)
+    assert ">Í</span>" in page and "\ufffd" not in page
 
 
 def _chromium():

@@ -568,3 +568,12 @@ def test_training_on_a_gpu_keeps_the_head_in_fp32_on_the_output_layers_device(tm
     assert info["device"].startswith("cuda")
     assert info["dev_after"]["dev_bce"] < info["dev_before"]["dev_bce"]
     assert _head(tmp_path / "run").dtype == torch.float32
+
+
+def test_a_training_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    from sighead_eval.training.data import load_records
+
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"prompt,response\nHi,there\nSalut,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"rows.csv, line 3: not UTF-8 text \(byte 0xe9"):
+        load_records(str(path))

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from .samples import TaskSamples
-from .table import LABELS
+from .table import LABELS, POOLED_NOTE, panels
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
+.panels { display: flex; flex-wrap: wrap; gap: 14px 22px; align-items: flex-start; }
+.panel h3 { font-size: 14px; margin: 6px 0; }
 table.metrics { border-collapse: collapse; font-size: 13px; }
 table.metrics td, table.metrics th { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
 table.metrics td:first-child { text-align: left; font-family: monospace; }
@@ -40,15 +42,39 @@ def colour(p: float) -> str:
     return f"hsl({int(120 * p)}, 75%, 78%)"
 
 
-def _tokens_row(label: str, text: list[str], probs: list[float] | None, other: dict) -> str:
+def token_groups(text: list[str], ids: list[int] | None, decode=None) -> list[tuple[str, list[int]]]:
+    """The displayed units of a response: `(text, token indices)`. A character that a byte-level
+    tokenizer split over several tokens decodes, token by token, to replacement characters (`�`);
+    with the tokenizer's `decode`, its tokens are joined into one unit showing the character."""
+    groups, i, n = [], 0, len(text)
+    while i < n:
+        j = i + 1
+        if "\ufffd" in text[i] and decode is not None and ids is not None and len(ids) == n:
+            for k in range(i + 1, min(n, i + 4) + 1):  # a UTF-8 character spans at most 4 bytes
+                if "\ufffd" not in decode(ids[i:k]):
+                    j = k
+                    break
+        groups.append((text[i] if j == i + 1 else decode(ids[i:j]), list(range(i, j))))
+        i = j
+    return groups
+
+
+def _tokens_row(label: str, groups, probs: list[float] | None, other: dict) -> str:
     if probs is None:
         return f'<div class="row"><span class="lab">{label}</span><i>not available</i></div>'
     spans = []
-    for i, (tok, p) in enumerate(zip(text, probs)):
-        tip = " · ".join(f"{k} {v[i]:.3f}" for k, v in other.items() if v is not None and i < len(v))
+    for text, members in groups:
+        if any(i >= len(probs) for i in members):
+            continue
+        tip = " · ".join(
+            f"{k} " + "/".join(f"{v[i]:.3f}" for i in members)
+            for k, v in other.items()
+            if v is not None and all(i < len(v) for i in members)
+        )
+        p = min(probs[i] for i in members)  # a joined character shows its least sure piece
         spans.append(
             f'<span class="t" style="background:{colour(p)}" title="{html.escape(tip)}">'
-            f"{html.escape(tok)}</span>"
+            f"{html.escape(text)}</span>"
         )
     return f'<div class="row"><span class="lab">{label}</span>{"".join(spans)}</div>'
 
@@ -69,11 +95,12 @@ def pick_samples(ts: TaskSamples, n: int = 10) -> list[int]:
     return sorted(good + bad, key=lambda i: (ts.quality[i], i))
 
 
-def _sample_html(ts: TaskSamples, i: int) -> str:
+def _sample_html(ts: TaskSamples, i: int, decode=None) -> str:
     doc = ts.docs[i]
     prompt = doc.get("question") or doc.get("prompt") or ""
     tok = ts.tokens[i] if i < len(ts.tokens) else {}
     text = tok.get("text") or [ts.responses[i]]
+    groups = token_groups(text, tok.get("id"), decode)
     scores = {k: tok.get(k) for k in ("sigmoid", "softmax", "boostedprob", "entropy")}
     if ts.binary:
         ok = ts.quality[i] == 1
@@ -95,25 +122,31 @@ def _sample_html(ts: TaskSamples, i: int) -> str:
     return (
         f'<div class="{cls}"><div class="q">{html.escape(prompt)}</div>'
         f'<div class="verdict">{verdict}</div>'
-        + _tokens_row("Sigmoid Head", text, scores["sigmoid"], scores)
-        + _tokens_row("softmax", text, scores["softmax"], scores)
+        + _tokens_row("Sigmoid Head", groups, scores["sigmoid"], scores)
+        + _tokens_row("softmax", groups, scores["softmax"], scores)
         + f'<div class="seq">{seq}</div></div>'
     )
 
 
-def _table_html(table: dict) -> str:
-    head = "".join(
-        f"<th>{html.escape(t.removeprefix('sighead_'))}<br>{LABELS.get(m, m)}</th>"
-        for t, m in table["columns"]
-    )
-    rows = []
-    for est, values in table["rows"].items():
-        cells = []
-        for col, v in zip(table["columns"], values):
-            best = ' class="best"' if table["best"].get(col) == est else ""
-            cells.append(f"<td{best}>{'–' if v is None else f'{v:.3f}'}</td>")
-        rows.append(f"<tr><td>{html.escape(est)}</td>{''.join(cells)}</tr>")
-    return f'<table class="metrics"><tr><th>estimator</th>{head}</tr>{"".join(rows)}</table>'
+BEST_CELL = '<td class="best">'
+
+
+def _table_html(table: dict, counts: dict[str, int] | None = None) -> str:
+    """A panel per task (estimators down, metrics across), side by side where the page is wide."""
+    out = []
+    for title, metrics, rows in panels(table, counts):
+        head = "".join(f"<th>{LABELS.get(m, m)}</th>" for m in metrics)
+        body = "".join(
+            f"<tr><td>{html.escape(est)}</td>"
+            + "".join((BEST_CELL if best else "<td>") + f"{c}</td>" for c, best in cells)
+            + "</tr>"
+            for est, cells in rows
+        )
+        out.append(
+            f'<div class="panel"><h3>{html.escape(title)}</h3><table class="metrics">'
+            f"<tr><th>estimator</th>{head}</tr>{body}</table></div>"
+        )
+    return f'<p class="seq">{html.escape(POOLED_NOTE)}</p><div class="panels">{"".join(out)}</div>'
 
 
 def _img(path: Path) -> str:
@@ -122,13 +155,21 @@ def _img(path: Path) -> str:
 
 
 def render_page(
-    title: str, intro: str, table: dict, tasks: list[TaskSamples], plots: dict[str, list[Path]], n=10
+    title: str,
+    intro: str,
+    table: dict,
+    tasks: list[TaskSamples],
+    plots: dict[str, list[Path]],
+    n=10,
+    decode=None,
 ) -> str:
+    """The page. `decode` (token ids -> text, the tokenizer's) joins characters split over byte-level
+    tokens; without it each token shows as decoded alone."""
     legend = "".join(f'<span style="background:{colour(p)}">{p:.1f}</span>' for p in np.linspace(0, 1, 11))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>",
-        _table_html(table),
+        _table_html(table, {ts.task: ts.quality.size for ts in tasks}),
         "".join(_img(p) for p in plots.get("", [])),
         f'<p class="legend">Token colour = probability: {legend}. Hover a token for every estimator.</p>',
     ]
@@ -139,6 +180,6 @@ def render_page(
             f"<p>{min(n, ts.quality.size)} of {ts.quality.size} outputs: those where the two signals "
             "disagree most.</p>"
         )
-        parts.extend(_sample_html(ts, i) for i in pick_samples(ts, n))
+        parts.extend(_sample_html(ts, i, decode) for i in pick_samples(ts, n))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -45,10 +45,11 @@ def family(estimator: str) -> tuple[str, str]:
     return fam, agg
 
 
-def rejection_plot(ts: TaskSamples, path: Path) -> Path:
-    """Mean quality of the outputs kept against the share rejected, for every estimator."""
+def rejection_figure(ts: TaskSamples):
+    """Mean quality of the outputs kept against the share rejected, for every estimator; the legend
+    beside the axes, off the curves."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     q = ts.quality
     rates = np.arange(q.size) / q.size
     for est in ts.estimators:
@@ -63,19 +64,22 @@ def rejection_plot(ts: TaskSamples, path: Path) -> Path:
     ax.set_title(f"{ts.task}: rejection curves ({q.size} samples)")
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
 
 
-def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
+def rejection_plot(ts: TaskSamples, path: Path) -> Path:
+    return _write(rejection_figure(ts), path)
+
+
+def reliability_figure(ts: TaskSamples, bins: int = 10):
     """Reliability diagrams of the raw Sigmoid Head and softmax scores: accuracy per confidence bin,
-    before any calibration (a product or minimum of token probabilities is not calibrated)."""
+    before any calibration (a product or minimum of token probabilities is not calibrated). Each
+    legend sits below its axes."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8), sharey=True)
     for ax, fam, title in zip(axes, ("sigmoid", "softmax"), ("Sigmoid Head", "softmax probability")):
-        ax.plot([0, 1], [0, 1], color="#bbbbbb", ls="--", lw=1)
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", ls="--", lw=1, label="perfect calibration")
         drawn = False
         for agg in ("mean", "prod", "min"):
             est = f"{fam}_{agg}"
@@ -99,14 +103,22 @@ def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("raw confidence (uncalibrated)")
+        ax.set_ylabel("accuracy in the bin")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    axes[0].set_ylabel("accuracy")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle(f"{ts.task}: reliability of the raw scores ({ts.quality.size} samples)")
+    return fig
+
+
+def reliability_plot(ts: TaskSamples, path: Path, bins: int = 10) -> Path:
+    return _write(reliability_figure(ts, bins), path)
+
+
+def _write(fig, path: Path) -> Path:
     out = _save(fig, path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 
@@ -123,13 +135,14 @@ def best_by_family(results: dict, task: str, metric: str) -> dict[str, tuple[str
     return out
 
 
-def bar_plot(results: dict, tasks: list[str], path: Path, metrics=("auroc", "prr")) -> Path:
-    """ROC-AUC and PRR per task, for each family's best aggregation."""
+def bar_figure(results: dict, tasks: list[str], metrics=("auroc", "prr")):
+    """ROC-AUC and PRR per task, for each family's best aggregation; one legend below both axes."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.6))
     axes = np.atleast_1d(axes)
     width = 0.8 / len(FAMILIES)
     for ax, metric in zip(axes, metrics):
+        name = "ROC-AUC" if metric == "auroc" else metric.upper()
         for i, fam in enumerate(FAMILIES):
             xs, ys = [], []
             for t, task in enumerate(tasks):
@@ -140,10 +153,16 @@ def bar_plot(results: dict, tasks: list[str], path: Path, metrics=("auroc", "prr
             ax.bar(xs, ys, width, color=FAMILY_COLOURS[fam], label=fam)
         ax.set_xticks(range(len(tasks)))
         ax.set_xticklabels([t.removeprefix("sighead_") for t in tasks], rotation=15)
-        ax.set_title(f"{metric.upper() if metric != 'auroc' else 'ROC-AUC'} (best aggregation per estimator)")
+        ax.set_title(f"{name} (best aggregation per estimator)")
+        ax.set_ylabel(f"{name}, pooled over the task's samples")
+        ax.set_xlabel("task")
         ax.axhline(0.5 if metric == "auroc" else 0.0, color="#999999", lw=0.8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # below the tick labels, saved by bbox "tight"
+    fig.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(FAMILIES))
+    return fig
+
+
+def bar_plot(results: dict, tasks: list[str], path: Path, metrics=("auroc", "prr")) -> Path:
+    return _write(bar_figure(results, tasks, metrics), path)

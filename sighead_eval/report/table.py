@@ -47,20 +47,45 @@ def estimator_table(results: dict, tasks: list[str] | None = None) -> dict:
     return {"tasks": tasks, "columns": columns, "rows": rows, "best": best}
 
 
+#: What the report's figures are, said wherever the table is shown.
+POOLED_NOTE = (
+    "ROC-AUC, PRR and AP are pooled over every sample of a task (lm-eval's aggregation, dev and test "
+    "halves together), not the macro averages over question types of the pre-registered headline "
+    "(`compare --split both`); ECE and Brier are raw: a product or minimum of token probabilities is "
+    "not a calibrated probability."
+)
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
-def table_markdown(table: dict) -> str:
-    head = ["estimator"] + [f"{t.removeprefix('sighead_')}: {LABELS.get(m, m)}" for t, m in table["columns"]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for est, values in table["rows"].items():
-        cells = [est]
-        for col, v in zip(table["columns"], values):
-            cell = _fmt(v)
-            cells.append(f"**{cell}**" if table["best"].get(col) == est else cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def panels(table: dict, counts: dict[str, int] | None = None):
+    """One panel per task: `(title, metric names, [(estimator, [(text, is best)])])`."""
+    for task in table["tasks"]:
+        idx = [j for j, (t, _) in enumerate(table["columns"]) if t == task]
+        metrics = [table["columns"][j][1] for j in idx]
+        rows = []
+        for est, values in table["rows"].items():
+            cells = [(_fmt(values[j]), table["best"].get(table["columns"][j]) == est) for j in idx]
+            if any(values[j] is not None for j in idx):
+                rows.append((est, cells))
+        name = task.removeprefix("sighead_")
+        title = f"{name} ({counts[task]} samples)" if counts and task in counts else name
+        yield title, metrics, rows
+
+
+def table_markdown(table: dict, counts: dict[str, int] | None = None) -> str:
+    """A Markdown panel per task (estimators down, metrics across), the best value in bold."""
+    out = [POOLED_NOTE, ""]
+    for title, metrics, rows in panels(table, counts):
+        out += [f"### {title}", ""]
+        out.append("| estimator | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |")
+        out.append("|" + "---|" * (len(metrics) + 1))
+        for est, cells in rows:
+            out.append(f"| {est} | " + " | ".join(f"**{c}**" if best else c for c, best in cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def table_csv(table: dict) -> str:
@@ -72,17 +97,17 @@ def table_csv(table: dict) -> str:
     return out.getvalue()
 
 
-def table_text(table: dict) -> str:
-    """The table for a terminal: aligned columns, the best value per column starred."""
-    head = ["estimator"] + [
-        f"{t.removeprefix('sighead_')[:9]}:{LABELS.get(m, m)}" for t, m in table["columns"]
-    ]
-    body = []
-    for est, values in table["rows"].items():
-        cells = [est]
-        for col, v in zip(table["columns"], values):
-            cells.append(_fmt(v) + ("*" if table["best"].get(col) == est else " "))
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(head), *map(fmt, body)]) + "\n(* best in its column)\n"
+def table_text(table: dict, counts: dict[str, int] | None = None) -> str:
+    """The table for a terminal: a panel per task, aligned columns (under 80 characters wide), the
+    best value per column starred."""
+    out = []
+    for title, metrics, rows in panels(table, counts):
+        head = ["estimator", *(LABELS.get(m, m) for m in metrics)]
+        body = [[est, *(c + ("*" if best else " ") for c, best in cells)] for est, cells in rows]
+        widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+        lines = [
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in [head, *body]
+        ]
+        out += [title, *lines, ""]
+    return "\n".join(out) + "(* best in its column)\n"

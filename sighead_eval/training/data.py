@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import looks_like_a_path
+from ..files import check_utf8, looks_like_a_path
 
 SHAPES = {"messages": ("messages",), "prompt/response": ("prompt", "response"), "text": ("text",)}
 FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -67,6 +67,8 @@ def load_records(source: str | Sequence[Mapping[str, Any]], split: str | None = 
             raise ValueError(
                 f"data file {source!r}: unknown type {path.suffix!r}; accepted: {sorted(FILE_TYPES)}"
             )
+        if kind != "parquet":
+            check_utf8(path)  # datasets' own error names neither the file nor the line
         data = datasets.load_dataset(kind, data_files=str(path), split="train")
     else:
         data = datasets.load_dataset(source, split=split or "train")
