@@ -247,6 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--output", default=None, help="Results folder (default: results/curves/<split>)")
     cv.set_defaults(func=cmd_curves)
 
+    sl = sub.add_parser(
+        "selective",
+        help="Risk-controlled selective generation on a saved run: per estimator, a threshold with a "
+        "guaranteed selective risk, its coverage and realised risk",
+        description="Reads a saved run (the lm_eval_results.json of demo or compare, or its folder). For "
+        "each binary task and each probability estimator it chooses, on the dev half, the least "
+        "conservative confidence threshold whose selective risk is at most --target-risk with "
+        "probability at least 1 - --delta (Learn then Test, arXiv:2110.01052: binomial tail p-values, "
+        "Bonferroni over a fixed grid), and reports its coverage and realised risk on the test half. "
+        "Writes selective.md, selective.json and selective.png.",
+    )
+    sl.add_argument("run", help="lm_eval_results.json of a demo or compare run, or the folder holding it")
+    sl.add_argument("--target-risk", type=float, default=0.1, help="alpha: the selective risk allowed")
+    sl.add_argument("--delta", type=float, default=0.1, help="the chance the guarantee may fail")
+    sl.add_argument(
+        "--tasks", default=None, help="Comma-separated task names (default: every task of the run)"
+    )
+    sl.add_argument("--output", default=None, help="Results folder (default: results/selective)")
+    sl.set_defaults(func=cmd_selective)
+
     cp = sub.add_parser(
         "compress",
         help="Store a head compactly: the rows it changed (lossless) or a low-rank difference from the "
@@ -310,6 +330,32 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         batch_size=ns.batch_size,
         rescore=ns.rescore,
     )
+    return 0
+
+
+def cmd_selective(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .files import check_output_dir, write_atomic
+    from .selective import coverage_plot, json_safe, report_markdown, run_report
+
+    path = Path(ns.run)
+    if path.is_dir():
+        path = path / "lm_eval_results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"run {ns.run!r}: no lm_eval_results.json there; give a demo or compare run")
+    samples = json.loads(path.read_text()).get("samples")
+    if not samples:
+        raise ValueError(f"{path} holds no samples; run with samples logged (demo and compare do)")
+    tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
+    out = check_output_dir(ns.output or "results/selective")
+    report = run_report(samples, ns.target_risk, ns.delta, tasks)
+    text = report_markdown(report)
+    write_atomic(out / "selective.md", text)
+    write_atomic(out / "selective.json", json.dumps(json_safe(report), indent=1))
+    coverage_plot(report, out / "selective.png")
+    print(text)
+    print(f"wrote {out}/: selective.md, selective.json, selective.png")
     return 0
 
 

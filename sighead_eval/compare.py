@@ -548,6 +548,33 @@ def replace_headline(text: str, block: str) -> str:
     return text[:start] + block + text[end:]
 
 
+def selective_section(per_task: list[TaskSamples], delta: float = 0.1) -> dict:
+    """Risk-controlled selective generation per binary task: thresholds chosen on dev (Learn then
+    Test, `delta`), coverage on test at each target risk."""
+    from .selective import json_safe, task_report
+
+    tasks = {ts.task: task_report(subset(ts, "dev"), subset(ts, "test"), 0.1, delta) for ts in per_task}
+    return json_safe({"delta": delta, "method": "Learn then Test (arXiv:2110.01052)", "tasks": tasks})
+
+
+def selective_table(report: dict) -> list[str]:
+    if "selective" not in report:
+        return []
+    from .selective import coverage_lines
+
+    sel = report["selective"]
+    return [
+        "## Selective generation (threshold on dev, coverage on test)",
+        "",
+        f"The share of test outputs kept by the threshold chosen on the dev half so that the selective "
+        f"risk is at most the target with probability at least {1 - sel['delta']:.2f} ({sel['method']}; "
+        "`sighead-eval selective` gives the thresholds and realised risks).",
+        "",
+        *coverage_lines(sel),
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Comparison: {report['adapter']} on the {report['split']} split", ""]
     lines.append(f"Model {report['model']}; {report['date']}; bootstrap {report['bootstrap']} resamples.")
@@ -574,6 +601,7 @@ def markdown(report: dict) -> str:
             "",
             *calibration_table(report),
             "",
+            *selective_table(report),
             *error_table(report),
             "## Exploration (test half, every head aggregation against every baseline, not corrected)",
         ]
@@ -736,6 +764,7 @@ def run_compare(
         report["calibration"] = {
             ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
         }
+        report["selective"] = selective_section(per_task)
         per_task = [subset(ts, "test") for ts in per_task]
     report["tasks"] = [compare_task(ts, bootstrap, seed) for ts in per_task]
     errors = {ts.task: error_breakdown(ts) for ts in per_task}

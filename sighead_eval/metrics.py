@@ -259,6 +259,23 @@ def aurc(confidence, quality) -> float:
     return float(1.0 - _kept_quality(c, q).mean())
 
 
+def auarc(confidence, quality) -> float:
+    """Area under the accuracy-rejection curve: the mean quality of the outputs kept, averaged over
+    every rejection rate (higher is better; 1 - `aurc` on the same curve)."""
+    c, q = check_inputs(confidence, quality)
+    return float(_kept_quality(c, q).mean())
+
+
+def accuracy_at_coverage(confidence, quality, coverage: float = 0.8) -> float:
+    """Mean quality of the `coverage` share of outputs kept, most confident first (ties in
+    expectation); at least one output is kept."""
+    c, q = check_inputs(confidence, quality)
+    if not 0 < coverage <= 1:
+        raise ValueError(f"`coverage` should be in (0, 1], got {coverage!r}")
+    kept = max(1, math.ceil(coverage * q.size - 1e-9))
+    return float(_kept_quality(c, q)[q.size - kept])
+
+
 FUNCTIONS = {
     "pearson": pearson,
     "spearman": spearman,
@@ -271,6 +288,8 @@ FUNCTIONS = {
     "prr": prr,
     "prr_50": lambda c, q: prr(c, q, max_rejection=0.5),
     "aurc": aurc,
+    "auarc": auarc,
+    "acc_at_80": lambda c, q: accuracy_at_coverage(c, q, 0.8),
 }
 
 

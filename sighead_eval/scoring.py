@@ -112,6 +112,20 @@ class GenerationOptions:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with `do_sample`)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (with `do_sample`)."})
     seed: int = field(default=0, metadata={"help": "Seed of the sampler; batch i uses seed + i."})
+    abstain_below: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop a response as soon as its running confidence (--abstain-confidence) falls below "
+            "this probability, and mark it `abstained` (where it happened: `abstained_at`)."
+        },
+    )
+    abstain_confidence: str = field(
+        default="sigmoid_min",
+        metadata={
+            "help": "The running confidence --abstain-below watches: {sigmoid,hybrid,softmax,boostedprob,"
+            "ceiling}_{min,mean,prod} over the tokens generated so far."
+        },
+    )
 
     def __post_init__(self):
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -120,6 +134,8 @@ class GenerationOptions:
             raise ValueError(f"`temperature` should be > 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"`top_p` should be in (0, 1], got {self.top_p!r}")
+        if self.abstain_below is not None and not 0 <= self.abstain_below <= 1:
+            raise ValueError(f"`abstain_below` is a probability in [0, 1], got {self.abstain_below!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +322,8 @@ class ScoredText:
     greedy: np.ndarray | None = None  # (R,) 1.0 where the token is the argmax
     empty_response: bool = False
     finished: bool = True  # False when generation stopped at max_new_tokens
+    abstained: bool | None = None  # with `abstain_below`: whether the confidence fell below it
+    abstained_at: int | None = None  # ... and at which generated token
     prompt_tokens_dropped: int = 0
     tokenizer: Any = field(default=None, repr=False, compare=False)  # decodes `tokens` when read
     _tokens: list[str] | None = field(default=None, repr=False, compare=False)
@@ -366,8 +384,14 @@ class ScoredText:
             "sequence": self.sequence_scores(),
             "n_tokens": len(self.token_ids),
             "empty_response": self.empty_response,
+            **self._abstention(),
             "tokens": tokens,
         }
+
+    def _abstention(self) -> dict[str, Any]:
+        if self.abstained is None:
+            return {}
+        return {"abstained": self.abstained, "abstained_at": self.abstained_at}
 
     def to_dict(self) -> dict[str, Any]:
         words, word_scores = self.words()
@@ -383,6 +407,7 @@ class ScoredText:
             "empty_response": self.empty_response,
             "finished": self.finished,
             "prompt_tokens_dropped": self.prompt_tokens_dropped,
+            **self._abstention(),
             "sequence": self.sequence_scores(),
             "words": {"text": words, **word_scores},
             "tokens": tokens,
@@ -962,34 +987,55 @@ def generate(
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         torch.manual_seed(generation.seed + n)
-        with StepScores(model, options) as steps:
-            out = base.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=generation.max_new_tokens,
-                pad_token_id=pad,
-                eos_token_id=eos or None,
-                return_dict_in_generate=True,
-                **sampling,
-            )
+        rule = _abstention_rule(model, generation, options)
+        try:
+            with StepScores(model, options) as steps:
+                out = base.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=generation.max_new_tokens,
+                    pad_token_id=pad,
+                    eos_token_id=eos or None,
+                    return_dict_in_generate=True,
+                    **({"stopping_criteria": rule.as_list()} if rule is not None else {}),
+                    **sampling,
+                )
+        finally:
+            if rule is not None:
+                rule.close()
         generated = out.sequences[:, width:]  # (B, S)
         host = steps.finish(generated)
         tokens = generated.cpu().numpy()  # (B, S)
         stopped, ends = first_end(tokens, eos)
+        if rule is not None:
+            abstained, at = rule.abstained.cpu().numpy(), rule.abstained_at.cpu().numpy()
         for b, it in enumerate(batch):
             end, stop = int(ends[b]), bool(stopped[b])
+            if rule is not None and abstained[b] and at[b] < end:  # stopped by the rule: cut after it
+                end, stop = int(at[b]) + 1, False
             keep = end + 1 if (stop and (options.include_eos or end == 0)) else end
             it.empty_response = end == 0
             start = b * tokens.shape[1]
-            results.append(
-                build_result(
-                    it,
-                    tokenizer,
-                    tokens[b, :keep].tolist(),
-                    host,
-                    slice(start, start + keep),
-                    response=tokenizer.decode(tokens[b, :end].tolist(), skip_special_tokens=True),
-                    finished=stop,
-                )
+            result = build_result(
+                it,
+                tokenizer,
+                tokens[b, :keep].tolist(),
+                host,
+                slice(start, start + keep),
+                response=tokenizer.decode(tokens[b, :end].tolist(), skip_special_tokens=True),
+                finished=stop,
             )
+            if rule is not None:
+                result.abstained = bool(abstained[b] and at[b] < keep)
+                result.abstained_at = int(at[b]) if result.abstained else None
+            results.append(result)
     return results
+
+
+def _abstention_rule(model, generation: GenerationOptions, options: ScoringOptions):
+    """The decode-time abstention rule `generation` asks for, or None."""
+    if generation.abstain_below is None:
+        return None
+    from .abstain import AbstainBelow
+
+    return AbstainBelow(model, generation.abstain_below, generation.abstain_confidence, options)

@@ -376,3 +376,20 @@ def test_curves_score_heads_as_the_engine_does_and_read_snapshots(tiny_dir, tmp_
     assert (tmp_path / "curves" / "curves.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="neither"):
         find_heads([str(tmp_path)])
+
+
+def test_compare_both_reports_coverage_at_the_quoted_risks():
+    ts = halves(n_per_type=800)  # enough dev outputs for a non-vacuous guarantee
+    rng = np.random.default_rng(5)
+    p = rng.beta(5, 1, ts.quality.size)
+    ts.quality = (rng.random(p.size) < p).astype(float)  # a calibrated head: correct with probability p
+    ts.confidence["sigmoid_mean"] = p
+    section = compare.selective_section([ts])
+    row = section["tasks"][ts.task]["rows"]["sigmoid_mean"]
+    assert "softmax_min" not in section["tasks"][ts.task]["rows"]  # not a probability in this stand-in
+    assert 0 < row["test_coverage"] < 1 and row["test_risk"] <= 0.1 + 0.05
+    lines = compare.selective_table({"selective": section})
+    assert "coverage at risk 0.05 | coverage at risk 0.1 | coverage at risk 0.2" in "\n".join(lines)
+    import json
+
+    json.dumps(section, allow_nan=False)  # plain JSON: no inf or NaN

@@ -43,6 +43,12 @@ EXPECTED = {
     ),
     "evaluate.md": lambda lines: any("'auroc': 1.0" in line for line in lines),  # Paris above Madrid
     "lm-eval.md": lambda lines: 0.0 <= float(lines[-1]) <= 1.0,
+    "selective.md": lambda lines: (
+        lines[0].split()[0] in ("True", "False")
+        and int(lines[0].split()[1]) >= (0 if lines[0].startswith("True") else -1)
+        and all(" sigmoid 0." in line or " sigmoid 1." in line for line in lines[1:])
+        and len(lines) >= 2
+    ),
 }
 
 

@@ -124,3 +124,18 @@ def test_every_metric_is_nan_on_one_quality_class_never_a_number():
     for name in ("auroc", "ap", "prr", "prr_50"):
         assert math.isnan(out[name]), name
     assert out["brier"] == pytest.approx(np.mean(np.square([0.8, 0.6, 0.1])))  # defined: a number
+
+
+def test_auarc_and_accuracy_at_coverage():
+    c = [0.9, 0.8, 0.7, 0.6, 0.5]
+    q = [1, 1, 0, 1, 0]
+    # kept accuracy after rejecting 0..4 of the least confident: 3/5, 3/4, 2/3, 2/2, 1/1
+    assert M.auarc(c, q) == pytest.approx(np.mean([3 / 5, 3 / 4, 2 / 3, 1.0, 1.0]))
+    assert M.auarc(c, q) == pytest.approx(1 - M.aurc(c, q))
+    assert M.accuracy_at_coverage(c, q, 0.4) == 1.0  # the two most confident
+    assert M.accuracy_at_coverage(c, q, 0.6) == pytest.approx(2 / 3)
+    assert M.accuracy_at_coverage(c, q, 1.0) == pytest.approx(3 / 5)
+    assert M.accuracy_at_coverage([0.5] * 4, [1, 0, 1, 0], 0.5) == 0.5  # ties count in expectation
+    assert M.quality_metrics(c, q, metrics=["auarc", "acc_at_80"])["acc_at_80"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="`coverage` should be in \\(0, 1\\]"):
+        M.accuracy_at_coverage(c, q, 0)
