@@ -625,3 +625,37 @@ def test_launched_world_size_reads_torchrun_and_mpi():
     check_launch({"ACCELERATE_USE_CPU": "False", "MASTER_ADDR": "127.0.0.1"})  # torchrun's own launch
     with pytest.raises(ValueError, match="started one process"):
         check_launch({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"})
+
+
+def test_abstention_in_the_lm_eval_model_marks_outputs_and_keeps_stock_texts_without_it(tiny):
+    from lm_eval.api.instance import Instance
+
+    from sighead_eval.harness.model import SigheadLM
+
+    def requests(lm):
+        ctx = lm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+        )
+        args = {"until": [], "max_gen_toks": 6, "do_sample": False}
+        return [
+            Instance("generate_until", {}, (ctx, args), 0),
+            Instance("generate_until", {}, (ctx + " ", args), 1),
+        ]
+
+    plain = SigheadLM(pretrained=str(tiny / "base"), adapter=str(tiny / "head"), batch_size=2)
+    free = plain.generate_until(requests(plain))
+    assert all("abstained" not in t.sighead for t in free)
+    lm = SigheadLM(pretrained=str(tiny / "base"), adapter=str(tiny / "head"), batch_size=2, abstain_below=1.0)
+    cut = lm.generate_until(requests(lm))
+    for f, c in zip(free, cut):
+        assert (
+            c.sighead["abstained"] is True and c.sighead["abstained_at"] == 0 and c.sighead["n_tokens"] == 1
+        )
+        assert f.startswith(str(c))  # the same text, stopped after its first token
+    assert "generate" not in lm.model.__dict__  # the instance is left as it was
+    never = SigheadLM(
+        pretrained=str(tiny / "base"), adapter=str(tiny / "head"), batch_size=2, abstain_below=0.0
+    )
+    assert [str(t) for t in never.generate_until(requests(never))] == [str(t) for t in free]
+    with pytest.raises(ValueError, match="needs a Sigmoid Head"):
+        SigheadLM(pretrained=str(tiny / "base"), abstain_below=0.5)

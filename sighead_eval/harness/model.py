@@ -25,6 +25,7 @@ Sigmoid Head estimator without one is an error.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ from ..frozen import unwrap
 from ..models import check_adapter_dir, load_adapter, resolve_model
 from ..scoring import (
     Encoded,
+    GenerationOptions,
     ScoringOptions,
     StepScores,
     active_head,
@@ -85,9 +87,19 @@ class SigheadLM(HFLM):
         scoring_batch_size: int | None = None,
         p_jump: float = 0.3,
         epsilon: float = 0.005,
+        abstain_below: float | None = None,
+        abstain_confidence: str = "sigmoid_min",
         **kwargs,
     ) -> None:
         wanted = _parse_estimators(estimators)
+        abstain_below = None if abstain_below in (None, "", "None") else float(abstain_below)
+        if abstain_below is not None:
+            GenerationOptions(abstain_below=abstain_below)  # checks it is a probability
+            if abstain_confidence.split("_")[0] in ("sigmoid", "hybrid") and adapter is None:
+                raise ValueError(
+                    f"abstain_confidence={abstain_confidence} needs a Sigmoid Head: pass `adapter=DIR`, or "
+                    "abstain on a softmax confidence (abstain_confidence=softmax_min)"
+                )
         if adapter is None and wanted and "sigmoid" in wanted:
             raise ValueError(
                 "estimator 'sigmoid' needs a Sigmoid Head: pass `adapter=DIR` in --model_args (e.g. "
@@ -124,6 +136,7 @@ class SigheadLM(HFLM):
             )
         self.adapter = adapter
         self.estimators = wanted
+        self.abstain_below, self.abstain_confidence = abstain_below, abstain_confidence
         self._generated: list | None = None  # `GeneratedBatch`es, while `generate_until` runs
         self.redone_outputs = 0
         batch = self.batch_size if isinstance(self.batch_size, int) else 8
@@ -158,8 +171,17 @@ class SigheadLM(HFLM):
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         if getattr(self, "_generated", None) is None:  # not inside `generate_until`
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
-        with StepScores(self.model, self.scoring) as steps:
-            cont = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        rule = None
+        if self.abstain_below is not None:
+            from ..abstain import AbstainBelow
+
+            rule = AbstainBelow(self.model, self.abstain_below, self.abstain_confidence, self.scoring)
+        try:
+            with StepScores(self.model, self.scoring) as steps, _extra_stopping(self.model, rule):
+                cont = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        finally:
+            if rule is not None:
+                rule.close()
         width = context.shape[1]
         mask = generation_kwargs.get("attention_mask")
         self._generated.append(
@@ -168,6 +190,7 @@ class SigheadLM(HFLM):
                 mask=None if mask is None else mask.bool().cpu().numpy(),
                 tokens=cont[:, width:].cpu().numpy(),
                 host=steps.finish(cont[:, width:]),
+                abstained_at=None if rule is None else rule.abstained_at.cpu().numpy(),
             )
         )
         return cont
@@ -186,10 +209,13 @@ class SigheadLM(HFLM):
             for k, key in enumerate(recorder.kept):
                 by_text.setdefault(key, []).append(k)
         results: list = [None] * len(requests)  # a ScoredText each, from generation or redone
+        rows_of: dict[int, GeneratedRow] = {}  # request index -> its generated row
         redo: dict[int, dict] = {}  # request index -> the record to force-decode
         for i, (req, text) in enumerate(zip(requests, map(str, texts))):
             candidates = by_text.get((req.args[0], text))
             row = rows[candidates.pop(0)] if candidates else None
+            if row is not None:
+                rows_of[i] = row
             kept = None if row is None else kept_tokens(self.tokenizer, row.tokens, text, eos)
             if kept is None:
                 prompt = row.prompt_ids if row is not None else self.tok_encode(req.args[0])
@@ -199,10 +225,15 @@ class SigheadLM(HFLM):
             results[i] = build_result(
                 item, self.tokenizer, row.tokens[:kept].tolist(), row.host, row.scores(kept)
             )
+            rows_of[i] = row
         if redo:
             redone = score(self.model, self.tokenizer, list(redo.values()), self.scoring, progress=False)
             for i, result in zip(redo, redone):
                 results[i] = result
+        if self.abstain_below is not None:  # where the confidence fell below the threshold, if it did
+            for i, result in enumerate(results):
+                at = rows_of[i].abstained_at if i in rows_of else None
+                result.abstained, result.abstained_at = at is not None, at
         out = []
         for i, (text, summary) in enumerate(zip(texts, self._summaries(results))):
             summary["scored_by"] = "force-decoding" if i in redo else "generation"
@@ -269,6 +300,7 @@ class GeneratedRow:
     tokens: np.ndarray  # (S,) generated ids
     host: dict  # the batch's scores, estimator -> (B * S,)
     start: int  # this row's first score in `host`
+    abstained_at: int | None = None  # with `abstain_below`: the token where the confidence fell below
 
     def scores(self, kept: int) -> slice:
         """Where this row's first `kept` scores lie in `host`."""
@@ -283,14 +315,43 @@ class GeneratedBatch:
     mask: np.ndarray | None  # (B, W) True at real context tokens
     tokens: np.ndarray  # (B, S) generated ids
     host: dict  # estimator -> (B * S,), row-major (`StepScores.finish`)
+    abstained_at: np.ndarray | None = None  # (B,) with `abstain_below`: the token index, -1 if none
 
     def rows(self) -> list[GeneratedRow]:
         steps = self.tokens.shape[1]
         out = []
         for b in range(self.tokens.shape[0]):
             prompt = self.context[b] if self.mask is None else self.context[b][self.mask[b]]
-            out.append(GeneratedRow(prompt.tolist(), self.tokens[b], self.host, b * steps))
+            at = None if self.abstained_at is None or self.abstained_at[b] < 0 else int(self.abstained_at[b])
+            out.append(GeneratedRow(prompt.tolist(), self.tokens[b], self.host, b * steps, at))
         return out
+
+
+@contextlib.contextmanager
+def _extra_stopping(model, rule):
+    """While HFLM's `_model_generate` runs, `rule` joins the stopping criteria it passes to
+    `model.generate` (HFLM builds its own list from the stop sequences; this adds to it)."""
+    if rule is None:
+        yield
+        return
+    generate = model.generate
+
+    def with_rule(*args, **kwargs):
+        criteria = kwargs.get("stopping_criteria")
+        kwargs["stopping_criteria"] = (
+            rule.as_list() if criteria is None else type(criteria)([*criteria, rule])
+        )
+        return generate(*args, **kwargs)
+
+    shadowed = model.__dict__.get("generate")
+    model.generate = with_rule  # this instance, for this call only
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del model.generate
+        else:
+            model.generate = shadowed
 
 
 def kept_tokens(tokenizer, tokens: np.ndarray, text: str, eos: list[int]) -> int | None:
