@@ -471,8 +471,31 @@ def test_geo_paraphrase_states_each_fact_in_several_phrasings_beside_labelled_er
     assert all(len(halves) == 1 for halves in by_country.values())
     only = para.dataset(error="implausible")["test"]
     assert set(only["error"]) == {"none", "implausible"}
+    twins = para.dataset(error="contradiction")["test"]
+    assert {p for p, e in zip(twins["phrasing"], twins["error"]) if e == "none"} == {"contrast"}
     with pytest.raises(ValueError, match="`error` should be one of"):
         para.dataset(error="typo")
+
+
+def test_geo_paraphrase_answer_length_alone_cannot_tell_true_from_false():
+    """Version 2.0 matches the shapes of true and false answers: answer length (in characters, macro
+    over question kinds) ranks them at chance for every error type. In 1.0 it reached 0.86 on
+    contradictions."""
+    import numpy as np
+
+    from sighead_eval import metrics
+
+    para = hooks("sighead_geo_paraphrase")
+    for error in (None, *para.ERRORS):
+        docs = para.dataset(error=error)["test"]
+        aucs = [
+            metrics.auroc(
+                [-len(a) for a, k in zip(docs["answer"], docs["type"]) if k == kind],
+                [c for c, k in zip(docs["correct"], docs["type"]) if k == kind],
+            )
+            for kind in para.QUESTIONS
+        ]
+        assert abs(np.mean(aucs) - 0.5) < 0.06, f"{error or 'all'}: length's ROC-AUC {np.mean(aucs):.3f}"
 
 
 def test_geo_paraphrase_error_subtask_runs_force_decoded(tiny, task_manager):

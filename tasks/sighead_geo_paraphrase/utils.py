@@ -8,6 +8,13 @@ remark). False answers carry their error type:
 - `implausible`: an entity of the wrong kind (the country's currency given as its capital);
 - `contradiction`: a true sentence that contradicts itself ("..., so it is not Paris").
 Quality is 1 for true answers, 0 for false ones. Dev and test halves are split by country.
+
+Lengths are matched (version 2.0), so that answer length alone cannot tell true from false: every
+false answer has a true twin of the same shape. A plausible or implausible answer takes one of
+the fact's own true phrasings; a contradiction's twin is a true answer of the same construction
+("..., so it is not Madrid.", phrasing `contrast`), which joins the true answers of the full task
+and of the contradiction subtask. In version 1.0 the contradictions were longer than the true
+answers and answer length alone reached ROC-AUC 0.863 on them.
 """
 
 from __future__ import annotations
@@ -80,9 +87,12 @@ def _answer(kind: str, phrasing: str, value: str, country: str, side: str) -> st
     return PHRASINGS[kind][phrasing].format(x=value, c=country, side=side)
 
 
-def build_docs(seed: int = 0, phrasings_per_fact: int = 3) -> list[dict]:
-    """Per country and kind: `phrasings_per_fact` true phrasings (seeded choice), and one false
-    answer of each error type in a phrasing of its own."""
+def build_docs(seed: int = 0, phrasings_per_fact: int = 2) -> list[dict]:
+    """Per country and kind: `phrasings_per_fact` true phrasings (seeded choice) and the
+    contradiction's true twin; one false answer of each error type, the plausible and implausible
+    ones in one of the fact's true phrasings. With the default 2, a fact has three true answers
+    (two phrasings and a `contrast`) and three false ones (two in those phrasings and a
+    contradiction): the same shapes on both sides."""
     if not isinstance(phrasings_per_fact, int) or not 1 <= phrasings_per_fact <= 5:
         raise ValueError(f"`phrasings_per_fact` should be an integer from 1 to 5, got {phrasings_per_fact!r}")
     countries = geography()
@@ -106,19 +116,24 @@ def build_docs(seed: int = 0, phrasings_per_fact: int = 3) -> list[dict]:
             for phrasing in chosen:
                 docs.append({**base, "phrasing": phrasing, "error": "none", "correct": 1,
                              "answer": _answer(kind, phrasing, x, c["country"], side)})  # fmt: skip
-            others = sorted({v[kind] for v in values.values() if v[kind] and v[kind] != x})
+            # other countries' values, as often as they occur, so a wrong entity is as long as a true one
+            others = sorted(v[kind] for v in values.values() if v[kind] and v[kind] != x)
             wrong = rng.choice(others)
-            phrasing = rng.choice(list(PHRASINGS[kind]))
+            phrasing = rng.choice(chosen)  # a true twin of the same phrasing exists
             docs.append({**base, "phrasing": phrasing, "error": "plausible", "correct": 0,
                          "answer": _answer(kind, phrasing, wrong, c["country"], side)})  # fmt: skip
             other_kind = mine[WRONG_KIND[kind]] or mine["capital"]
-            phrasing = rng.choice(["bare", "sentence", "inverted"])
+            phrasing = rng.choice(chosen)
             docs.append({**base, "phrasing": phrasing, "error": "implausible", "correct": 0,
                          "answer": _answer(kind, phrasing, other_kind, c["country"], side)})  # fmt: skip
             stem = _answer(kind, "sentence", x, c["country"], side).rstrip(".")
-            negated = x if kind != "currency" else f"the {x}"
+            article = "" if kind != "currency" else "the "
             docs.append({**base, "phrasing": "sentence", "error": "contradiction", "correct": 0,
-                         "answer": CONTRADICTION.format(sentence_stem=stem, x=negated)})  # fmt: skip
+                         "answer": CONTRADICTION.format(sentence_stem=stem, x=article + x)})  # fmt: skip
+            contrast = article + rng.choice([o for o in others if o != wrong] or others)
+            docs.append({**base, "phrasing": "contrast", "error": "none", "correct": 1,
+                         "twin": "contradiction",
+                         "answer": CONTRADICTION.format(sentence_stem=stem, x=contrast)})  # fmt: skip
     for i, d in enumerate(docs):
         d["id"] = f"{d['country']}-{d['type']}-{d['error']}-{d['phrasing']}-{i}"
     # Interleave countries' documents so that `--limit N` takes a mix of kinds and errors.
@@ -127,13 +142,20 @@ def build_docs(seed: int = 0, phrasings_per_fact: int = 3) -> list[dict]:
     return docs
 
 
-def dataset(seed: int = 0, phrasings_per_fact: int = 3, error: str | None = None, **kwargs):
-    """The documents; with `error`, the true answers and the false ones of that error type only."""
+def dataset(seed: int = 0, phrasings_per_fact: int = 2, error: str | None = None, **kwargs):
+    """The documents; with `error`, the false ones of that error type beside their true twins: the
+    fact's own phrasings for plausible and implausible errors, the `contrast` answers for
+    contradictions (so that, in each, true and false answers have the same shapes)."""
     docs = build_docs(int(seed), int(phrasings_per_fact))
     if error is not None:
         if error not in ERRORS:
             raise ValueError(f"sighead_geo_paraphrase: `error` should be one of {ERRORS}, got {error!r}")
-        docs = [d for d in docs if d["error"] in ("none", error)]
+        twin = "contradiction" if error == "contradiction" else None
+        docs = [
+            d
+            for d in docs
+            if d["error"] == error or (d["error"] == "none" and d.get("twin") == twin)
+        ]
     return as_test_split(docs)
 
 
