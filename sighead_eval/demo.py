@@ -14,6 +14,7 @@ Writes to the results folder (default `results/demo/`):
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def run_demo(
 
     print()
     print(table_text(table, counts))
-    print(POOLED_NOTE)
+    print(textwrap.fill(POOLED_NOTE, 100))
     print(intro)
     print(f"wrote {out_dir}/: table.md, table.csv, lm_eval_results.json, report.html, plots/")
     return 0
