@@ -136,6 +136,12 @@ class GenerationOptions:
             raise ValueError(f"`top_p` should be in (0, 1], got {self.top_p!r}")
         if self.abstain_below is not None and not 0 <= self.abstain_below <= 1:
             raise ValueError(f"`abstain_below` is a probability in [0, 1], got {self.abstain_below!r}")
+        estimator, _, running = self.abstain_confidence.partition("_")
+        if estimator not in TOKEN_ESTIMATORS or running not in ("min", "mean", "prod"):
+            raise ValueError(
+                f"unknown decode-time confidence {self.abstain_confidence!r}; give "
+                f"{{{','.join(TOKEN_ESTIMATORS)}}}_{{min,mean,prod}}, e.g. sigmoid_min"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def test_abstention_needs_a_head_for_the_heads_confidence(tokenizer):
         AbstainBelow(_model(), 0.5, "sigmoid_median")
     with pytest.raises(ValueError, match="`abstain_below` is a probability"):
         GenerationOptions(abstain_below=1.5)
+    with pytest.raises(ValueError, match="unknown decode-time confidence 'entropy_max'"):
+        GenerationOptions(abstain_below=0.5, abstain_confidence="entropy_max")  # before any model loads
     plain = generate(
         build_model("llama"), tokenizer, PROMPTS[:1], generation=GenerationOptions(5, abstain_below=1.0,
         abstain_confidence="softmax_min"), progress=False,

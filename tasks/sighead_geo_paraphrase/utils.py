@@ -151,11 +151,7 @@ def dataset(seed: int = 0, phrasings_per_fact: int = 2, error: str | None = None
         if error not in ERRORS:
             raise ValueError(f"sighead_geo_paraphrase: `error` should be one of {ERRORS}, got {error!r}")
         twin = "contradiction" if error == "contradiction" else None
-        docs = [
-            d
-            for d in docs
-            if d["error"] == error or (d["error"] == "none" and d.get("twin") == twin)
-        ]
+        docs = [d for d in docs if d["error"] == error or (d["error"] == "none" and d.get("twin") == twin)]
     return as_test_split(docs)
 
 
