@@ -239,8 +239,16 @@ def report_markdown(report: dict) -> str:
         if "skipped" in entry:
             lines += [f"Skipped: {entry['skipped']}.", ""]
             continue
+        none_valid = all(math.isinf(row["threshold"]) for row in entry["rows"].values())
         lines += [
-            f"dev {entry['n_dev']} outputs, test {entry['n_test']}.",
+            f"dev {entry['n_dev']} outputs, test {entry['n_test']}."
+            + (
+                f" No threshold is valid for any estimator at this target risk and delta: with "
+                f"{entry['n_dev']} calibration outputs the guarantee cannot be given, so every output "
+                "is abstained on; calibrate on more outputs or allow a higher risk."
+                if none_valid and entry["rows"]
+                else ""
+            ),
             "",
             "| estimator | threshold | test coverage | test risk | naive risk | "
             + " | ".join(f"coverage at {r}" for r in QUOTED_RISKS)

@@ -130,6 +130,13 @@ def test_selective_command_on_a_saved_run(tmp_path, capsys):
     assert (tmp_path / "out" / "selective.png").stat().st_size > 10_000
 
 
+def test_too_few_calibration_outputs_are_said_to_be_too_few():
+    report = S.run_report(saved_run(n=12)["samples"], alpha=0.1, delta=0.1)
+    assert all(row["threshold"] == math.inf for row in report["tasks"]["sighead_x"]["rows"].values())
+    assert "the guarantee cannot be given" in S.report_markdown(report)
+    assert "cannot be given" not in S.report_markdown(S.run_report(saved_run()["samples"], 0.2, 0.1))
+
+
 def test_selective_command_refuses_a_run_without_samples(tmp_path, capsys):
     from sighead_eval.cli import main
 
