@@ -1,0 +1,51 @@
+"""Answer length alone as a quality signal on `sighead_geo_paraphrase`: its ROC-AUC on the test
+half, macro over question kinds, overall and per error type (each error type beside its true
+twins, as the error subtasks pair them). Length is the answer's token count under the embedded
+SmolLM2's tokenizer, negated (shorter = more confident), as the `length` estimator ranks. A task
+where length wins is measuring length; near 0.5 it cannot.
+
+Prints the figures; no model runs (the tokenizer alone).
+
+Usage: python bench/length_baseline.py [--phrasings-per-fact 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phrasings-per-fact", type=int, default=2)
+    args = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    from sighead_eval import metrics
+    from sighead_eval.harness import tasks_dir
+    from sighead_eval.models import embedded_model_dir
+
+    sys.path.insert(0, str(tasks_dir()))
+    from sighead_geo_paraphrase import utils as task
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    print(f"sighead_geo_paraphrase, test half, length's macro ROC-AUC over {', '.join(task.QUESTIONS)}")
+    for error in (None, *task.ERRORS):
+        every = task.dataset(phrasings_per_fact=args.phrasings_per_fact, error=error)["test"]
+        docs = [d for d in every if d["split"] == "test"]  # lm-eval's one split holds both halves
+        n = [len(tokenizer(d["answer"], add_special_tokens=False)["input_ids"]) for d in docs]
+        aucs = [
+            metrics.auroc(
+                [-k for k, d in zip(n, docs) if d["type"] == kind],
+                [d["correct"] for d in docs if d["type"] == kind],
+            )
+            for kind in task.QUESTIONS
+        ]
+        print(f"  {error or 'all errors':<14} {np.mean(aucs):.3f}  ({len(n)} answers)")
+
+
+if __name__ == "__main__":
+    main()
