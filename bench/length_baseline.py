@@ -12,7 +12,6 @@ Usage: python bench/length_baseline.py [--phrasings-per-fact 2]
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -25,11 +24,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from sighead_eval import metrics
-    from sighead_eval.harness import tasks_dir
+    from sighead_eval.harness import task_hooks
     from sighead_eval.models import embedded_model_dir
 
-    sys.path.insert(0, str(tasks_dir()))
-    from sighead_geo_paraphrase import utils as task
+    task = task_hooks("sighead_geo_paraphrase")
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     print(f"sighead_geo_paraphrase, test half, length's macro ROC-AUC over {', '.join(task.QUESTIONS)}")

@@ -17,12 +17,9 @@ import torch
 from transformers import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from .estimators import CONFIDENCES
+from .estimators import check_running_confidence
 from .frozen import HeadInputs, unwrap
 from .scoring import ScoringOptions, active_head_layer, token_scores
-
-#: Running aggregations a decode-time rule can use.
-RUNNING = ("min", "mean", "prod")
 
 
 class StepTap:
@@ -38,10 +35,7 @@ class StepTap:
         self._handle = None
 
     def _after(self, module, args, kwargs, output):
-        logits = output.logits if hasattr(output, "logits") else output[0]
-        hidden = self._inputs.captured.pop() if self._inputs.captured else None
-        self._inputs.captured.clear()
-        self._last = (logits[:, -1], hidden)
+        self._last = self._inputs.step(output)
 
     def attach(self) -> StepTap:
         if self._handle is None:
@@ -92,10 +86,7 @@ class AbstainBelow(StoppingCriteria):
         confidence: str = "sigmoid_min",
         options: ScoringOptions | None = None,
     ):
-        estimator, _, aggregation = confidence.partition("_")
-        if confidence not in CONFIDENCES or aggregation not in RUNNING:
-            known = [c for c in CONFIDENCES if c.partition("_")[2] in RUNNING]
-            raise ValueError(f"unknown decode-time confidence {confidence!r}; known: {', '.join(known)}")
+        estimator, aggregation = check_running_confidence(confidence)
         if not 0 <= float(threshold) <= 1:
             raise ValueError(f"the threshold is a probability in [0, 1], got {threshold!r}")
         self.tap = StepTap(model, options).attach()

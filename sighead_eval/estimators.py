@@ -89,6 +89,21 @@ def aggregate_rows(log_scores: np.ndarray) -> dict[str, list[float]]:
     }
 
 
+#: Running aggregations over the tokens generated so far, for decode-time rules (`AbstainBelow`).
+RUNNING_AGGREGATIONS = ("min", "mean", "prod")
+
+
+def check_running_confidence(name: str) -> tuple[str, str]:
+    """`(token estimator, running aggregation)` of a decode-time confidence such as `sigmoid_min`."""
+    estimator, _, running = str(name).partition("_")
+    if estimator not in TOKEN_ESTIMATORS or running not in RUNNING_AGGREGATIONS:
+        raise ValueError(
+            f"unknown decode-time confidence {name!r}; give {{{','.join(TOKEN_ESTIMATORS)}}}_"
+            f"{{{','.join(RUNNING_AGGREGATIONS)}}}, e.g. sigmoid_min"
+        )
+    return estimator, running
+
+
 def check_confidence(name: str) -> str:
     if name not in CONFIDENCES:
         raise ValueError(f"unknown confidence estimator {name!r}; known: {', '.join(CONFIDENCES)}")

@@ -13,6 +13,7 @@ input (final soft-capping, a logits bias) fail the check and take the full path.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -50,6 +51,22 @@ def base_head(model) -> torch.nn.Module:
     return head.get_base_layer() if hasattr(head, "get_base_layer") else head
 
 
+@contextlib.contextmanager
+def wrapped_method(obj, name: str, wrap):
+    """While the block runs, `obj.<name>` is `wrap(original)` on this instance alone; afterwards the
+    instance is as it was (what it had of its own is put back, else the class's method shows)."""
+    original = getattr(obj, name)
+    own = obj.__dict__.get(name)
+    setattr(obj, name, wrap(original))
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, own)
+
+
 class HeadInputs:
     """Forward pre-hook on the output head that keeps its input, the `h_t` the Sigmoid Head scores."""
 
@@ -68,6 +85,14 @@ class HeadInputs:
 
     def __exit__(self, *exc):
         self._handle.remove()
+
+    def step(self, output) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For a forward hook's `output` during `generate`: the step's last-position logits (B, V)
+        and the head input captured for it (B, H), or None when the head was not called."""
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        hidden = self.captured.pop() if self.captured else None
+        self.captured.clear()
+        return logits[:, -1], hidden
 
 
 def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

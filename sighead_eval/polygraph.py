@@ -36,6 +36,7 @@ except ImportError as err:  # pragma: no cover - the message is the point
     ) from err
 
 from .estimators import SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
+from .frozen import wrapped_method
 from .models import load_adapter
 from .scoring import ScoringOptions, StepScores, active_head_layer
 
@@ -77,23 +78,17 @@ class SigmoidHeadGreedyProbsCalculator(GreedyProbsCalculator):
                 f"got {getattr(model, 'model_type', type(model).__name__)!r}"
             )
         seen: dict[str, Any] = {}
-        generate = model.generate  # bound: LM-Polygraph's own processors and defaults
 
-        def recording(**args):
-            out = generate(**args)
-            seen["sequences"], seen["width"] = out.sequences, args["input_ids"].shape[1]
-            return out
+        def recording(generate):  # LM-Polygraph's own generate: its processors and defaults
+            def call(**args):
+                out = generate(**args)
+                seen["sequences"], seen["width"] = out.sequences, args["input_ids"].shape[1]
+                return out
 
-        shadowed = model.__dict__.get("generate")
-        model.generate = recording  # this instance, for this call only
-        try:
-            with StepScores(model.model, self.options) as steps:
-                stats = super().__call__(dependencies, texts, model, max_new_tokens)
-        finally:
-            if shadowed is None:
-                del model.generate
-            else:
-                model.generate = shadowed
+            return call
+
+        with wrapped_method(model, "generate", recording), StepScores(model.model, self.options) as steps:
+            stats = super().__call__(dependencies, texts, model, max_new_tokens)
         generated = seen["sequences"][:, seen["width"] :]
         host = steps.finish(generated)
         width = generated.shape[1]
@@ -233,9 +228,6 @@ def geo_qa_manager(
     task (correct = the answer names the ground truth, as the task decides): LM-Polygraph's
     baselines and the Sigmoid Head's estimators on the same greedy outputs, ranked by PRR. Run it
     with `manager()`; `manager.metrics` then holds the figures."""
-    import importlib
-    import sys
-
     from lm_polygraph import estimators as polygraph_estimators
     from lm_polygraph.generation_metrics.generation_metric import GenerationMetric
     from lm_polygraph.ue_metrics import PredictionRejectionArea
@@ -245,14 +237,13 @@ def geo_qa_manager(
     from lm_polygraph.utils.manager import UEManager
     from lm_polygraph.utils.model import WhiteboxModel
 
-    from .harness import tasks_dir
+    from .harness import task_hooks
     from .models import load_model
     from .runs import choose_adapter
 
     if not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit should be a positive number of questions, got {limit!r}")
-    sys.path.insert(0, str(tasks_dir()))
-    geo = importlib.import_module("sighead_geo_qa.utils")
+    geo = task_hooks("sighead_geo_qa")
     docs = geo.build_docs()[:limit]
     adapter = choose_adapter(adapter, model)
     base, tokenizer = load_model(model)
@@ -280,7 +271,10 @@ def geo_qa_manager(
 
     if estimators is None:
         estimators = [getattr(polygraph_estimators, name)() for name in BASELINES]
-        estimators += [SigmoidHeadSequence(e, a) for e, a in HEAD_ESTIMATORS if adapter or e != "sigmoid"]
+        needs_head = ("sigmoid", "hybrid")
+        estimators += [
+            SigmoidHeadSequence(e, a) for e, a in HEAD_ESTIMATORS if adapter or e not in needs_head
+        ]
     return UEManager(
         Dataset([d["question"] for d in docs], [str(i) for i in range(len(docs))], batch_size=batch_size),
         whitebox,
@@ -315,7 +309,7 @@ def prr_table(manager) -> str:
     )
     lines = [f"{quality.size} answers, accuracy {quality.mean():.3f}", ""]
     lines += ["| estimator | PRR (LM-Polygraph) | PRR (sighead-eval) |", "|---|---|---|"]
-    lines += [f"| `{name}` | {ours:.3f} | {mine:.3f} |" for name, ours, mine in rows]
+    lines += [f"| `{name}` | {theirs:.3f} | {ours:.3f} |" for name, theirs, ours in rows]
     head, rival = str(SigmoidHeadSequence("sigmoid", "mean")), "BoostedProbSequence"
     if ("sequence", head) in manager.estimations and ("sequence", rival) in manager.estimations:
         diff, low, high = paired_prr_difference(

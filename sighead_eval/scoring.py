@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .dominant import DominantSets, boosted_log_prob, check_rule, dominant_from_top, exact_top_k
-from .estimators import SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
+from .estimators import SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows, check_running_confidence
 from .frozen import HeadInputs, frozen_pass, right_pad, unwrap
 from .pieces import token_pieces
 
@@ -136,12 +136,7 @@ class GenerationOptions:
             raise ValueError(f"`top_p` should be in (0, 1], got {self.top_p!r}")
         if self.abstain_below is not None and not 0 <= self.abstain_below <= 1:
             raise ValueError(f"`abstain_below` is a probability in [0, 1], got {self.abstain_below!r}")
-        estimator, _, running = self.abstain_confidence.partition("_")
-        if estimator not in TOKEN_ESTIMATORS or running not in ("min", "mean", "prod"):
-            raise ValueError(
-                f"unknown decode-time confidence {self.abstain_confidence!r}; give "
-                f"{{{','.join(TOKEN_ESTIMATORS)}}}_{{min,mean,prod}}, e.g. sigmoid_min"
-            )
+        check_running_confidence(self.abstain_confidence)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -875,12 +870,10 @@ class StepScores:
             self._chosen(ids[:, -1])
 
     def _after(self, module, args, kwargs, output):
-        logits = output.logits if hasattr(output, "logits") else output[0]
-        hidden = self._inputs.captured.pop() if self._inputs.captured else None
-        self._inputs.captured.clear()
+        logits, hidden = self._inputs.step(output)  # (B, V), (B, H)
         if self.head is not None and hidden is None:
             raise RuntimeError("the model's generate loop did not call the output head at this step")
-        self._pending = (logits[:, -1], hidden)  # (B, V), (B, H)
+        self._pending = (logits, hidden)
 
     def _chosen(self, tokens: torch.Tensor) -> None:
         logits, hidden = self._pending

@@ -63,11 +63,16 @@ def _check(confidence, loss, alpha: float, delta: float | None = None) -> tuple[
         )
     if not np.isfinite(q).all() or q.min() < 0 or q.max() > 1:
         raise ValueError("losses should be in [0, 1] (1 - correctness for 0/1 outcomes)")
+    check_levels(alpha, delta)
+    return c, q
+
+
+def check_levels(alpha: float, delta: float | None = None) -> None:
+    """The target risk and the guarantee's failure chance, each in (0, 1)."""
     if not 0 < alpha < 1:
         raise ValueError(f"the target risk alpha should be in (0, 1), got {alpha!r}")
     if delta is not None and not 0 < delta < 1:
         raise ValueError(f"delta should be in (0, 1), got {delta!r}")
-    return c, q
 
 
 def _kept(c: np.ndarray, q: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +186,7 @@ def run_report(samples: dict, alpha: float = 0.1, delta: float = 0.1, tasks: lis
     from .compare import subset
     from .report.samples import task_samples
 
-    _check([0.5], [0.0], alpha, delta)
+    check_levels(alpha, delta)
     names = tasks or sorted(samples)
     missing = [t for t in names if t not in samples]
     if missing:

@@ -43,3 +43,25 @@ def test_model_with_soft_capped_logits_takes_the_full_path():
     assert getattr(model, _FAST_OK) is False
     torch.testing.assert_close(frozen.logits, _full_logits(model), atol=1e-5, rtol=1e-5)
     assert frozen.logits.abs().max() <= 0.5 + 1e-6
+
+
+def test_wrapped_method_wraps_one_instance_for_the_block_and_restores_it():
+    from sighead_eval.frozen import wrapped_method
+
+    class Thing:
+        def go(self):
+            return "class"
+
+    plain, own = Thing(), Thing()
+    own.go = lambda: "own"
+    for thing, before in ((plain, "class"), (own, "own")):
+        with wrapped_method(thing, "go", lambda original: lambda: "wrapped " + original()):
+            assert thing.go() == f"wrapped {before}" and Thing().go() == "class"  # this instance only
+        assert thing.go() == before
+    assert "go" not in plain.__dict__
+    try:
+        with wrapped_method(plain, "go", lambda original: original):
+            raise KeyError("inside")
+    except KeyError:
+        pass
+    assert "go" not in plain.__dict__  # restored on an error too

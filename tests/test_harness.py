@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -20,6 +19,7 @@ from sighead_eval.harness.data import (
     normalize,
     numbers,
     split_of,
+    task_hooks,
     task_names,
     tasks_dir,
 )
@@ -39,11 +39,7 @@ HUB_TASKS = {
 
 def hooks(folder: str):
     """A task folder's `utils.py`, loaded the way lm-eval loads it (by file path)."""
-    path = tasks_dir() / folder / "utils.py"
-    spec = importlib.util.spec_from_file_location(f"hooks_{folder}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return task_hooks(folder)
 
 
 @pytest.fixture(scope="module")
@@ -682,3 +678,8 @@ def test_abstention_in_the_lm_eval_model_marks_outputs_and_keeps_stock_texts_wit
     assert [str(t) for t in never.generate_until(requests(never))] == [str(t) for t in free]
     with pytest.raises(ValueError, match="needs a Sigmoid Head"):
         SigheadLM(pretrained=str(tiny / "base"), abstain_below=0.5)
+
+
+def test_task_hooks_name_a_missing_task_folder():
+    with pytest.raises(FileNotFoundError, match="no task folder 'sighead_nope' with a utils.py; known: "):
+        task_hooks("sighead_nope")

@@ -7,6 +7,6 @@ Importing this package registers the `sighead` model with lm-eval. The tasks liv
 from __future__ import annotations
 
 from . import model  # noqa: F401  (registers the `sighead` model)
-from .data import task_names, tasks_dir
+from .data import task_hooks, task_names, tasks_dir
 
-__all__ = ["task_names", "tasks_dir"]
+__all__ = ["task_hooks", "task_names", "tasks_dir"]

@@ -24,6 +24,22 @@ def tasks_dir() -> Path:
     )
 
 
+def task_hooks(folder: str):
+    """A task folder's `utils.py` (its dataset builder and judge), loaded by file path, the way
+    lm-eval loads it, whether the tasks sit in a checkout or in the wheel."""
+    import importlib.util
+
+    path = tasks_dir() / folder / "utils.py"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no task folder {folder!r} with a utils.py; known: {', '.join(task_names())}"
+        )
+    spec = importlib.util.spec_from_file_location(f"sighead_task_{folder}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def task_names() -> list[str]:
     """Names of the project's tasks (one folder each)."""
     return sorted(p.name for p in tasks_dir().iterdir() if p.is_dir() and list(p.glob("*.yaml")))

@@ -35,7 +35,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..estimators import TOKEN_ESTIMATORS
-from ..frozen import unwrap
+from ..frozen import unwrap, wrapped_method
 from ..models import check_adapter_dir, load_adapter, resolve_model
 from ..scoring import (
     Encoded,
@@ -327,31 +327,23 @@ class GeneratedBatch:
         return out
 
 
-@contextlib.contextmanager
 def _extra_stopping(model, rule):
     """While HFLM's `_model_generate` runs, `rule` joins the stopping criteria it passes to
     `model.generate` (HFLM builds its own list from the stop sequences; this adds to it)."""
     if rule is None:
-        yield
-        return
-    generate = model.generate
+        return contextlib.nullcontext()
 
-    def with_rule(*args, **kwargs):
-        criteria = kwargs.get("stopping_criteria")
-        kwargs["stopping_criteria"] = (
-            rule.as_list() if criteria is None else type(criteria)([*criteria, rule])
-        )
-        return generate(*args, **kwargs)
+    def with_rule(generate):
+        def call(*args, **kwargs):
+            criteria = kwargs.get("stopping_criteria")
+            kwargs["stopping_criteria"] = (
+                rule.as_list() if criteria is None else type(criteria)([*criteria, rule])
+            )
+            return generate(*args, **kwargs)
 
-    shadowed = model.__dict__.get("generate")
-    model.generate = with_rule  # this instance, for this call only
-    try:
-        yield
-    finally:
-        if shadowed is None:
-            del model.generate
-        else:
-            model.generate = shadowed
+        return call
+
+    return wrapped_method(model, "generate", with_rule)
 
 
 def kept_tokens(tokenizer, tokens: np.ndarray, text: str, eos: list[int]) -> int | None:
