@@ -139,11 +139,8 @@ def run_variant(
     head_seconds = None
     if variant != "forward":
         # The head step alone, from frozen outputs computed beforehand (what caching hidden states buys).
-        from sighead_eval.frozen import frozen_pass
-
         def frozen(indices):
-            batch = [trainer.train_set[i] for i in indices]
-            return frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
+            return trainer.frozen([trainer.train_set[i] for i in indices])
 
         cached = [frozen(indices) for indices in groups[1:]]
         start = time.perf_counter()

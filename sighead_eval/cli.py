@@ -14,9 +14,11 @@ from .runs import OFFLINE_TASKS, SPLITS
 from .scoring import GenerationOptions, ScoringOptions
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, only=None, skip=()) -> None:
+def _add_dataclass_options(
+    parser: argparse.ArgumentParser, cls, only=None, skip=(), given_only=False
+) -> None:
     """One option per field of the dataclass `cls` (or of the fields in `only`), help from the
-    field's metadata."""
+    field's metadata. `given_only`: an option not given leaves no attribute (a preset fills it)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
@@ -28,13 +30,14 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, only=None, skip
         base = next((a for a in args if a is not type(None)), kind) if args else kind
         help_text = f.metadata.get("help", "")
         if base is bool:
+            default = argparse.SUPPRESS if given_only else f.default
             group.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
         else:
-            default = f.default
+            default = argparse.SUPPRESS if given_only else f.default
             group.add_argument(
-                flag, dest=f.name, type=base, default=default, help=f"{help_text} (default: {default})"
+                flag, dest=f.name, type=base, default=default, help=f"{help_text} (default: {f.default})"
             )
 
 
@@ -119,12 +122,20 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_train(ns: argparse.Namespace) -> int:
     import shlex
 
-    from .training import TrainConfig, train
+    from .training import train
 
-    config = _options(TrainConfig, ns)
+    config = train_config(ns)
     info = train(config, recipe_command="sighead-eval train " + shlex.join(ns.argv_rest))
     print(json.dumps({k: v for k, v in info.items() if k != "recipe_command"}, indent=1))
     return 0
+
+
+def train_config(ns: argparse.Namespace):
+    """`train`'s settings: the `--recipe` preset, and on top of it the options given."""
+    from .training import TrainConfig
+
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
+    return TrainConfig.from_recipe(given.pop("recipe", "paper"), **given)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -176,11 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="Train a Sigmoid Head on a frozen model",
         description="Paper defaults (K=10 negatives, half unigram / half softmax at T=2, lr 1e-4, cosine, "
-        "early stopping with patience 3, at most 3 epochs, seed 0). "
-        "Runs data-parallel under `accelerate launch`.",
+        "early stopping with patience 3, at most 3 epochs, seed 0); `--recipe authors-2026` for the authors' "
+        "current config, any option beside it overriding it. Runs data-parallel under `accelerate launch`.",
     )
     add_model_options(t, only=("model", "dtype", "device"))
-    _add_dataclass_options(t, TrainConfig, skip=MODEL_OPTIONS)
+    _add_dataclass_options(t, TrainConfig, skip=MODEL_OPTIONS, given_only=True)
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser(

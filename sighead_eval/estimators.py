@@ -50,6 +50,11 @@ REPORTED_AGGREGATIONS = ("mean", "prod", "min")
 PROBABILITIES = tuple(f"{e}_{a}" for e in TOKEN_ESTIMATORS for a in REPORTED_AGGREGATIONS)
 #: Every confidence a report ranks outputs by (higher = more confident).
 CONFIDENCES = (*PROBABILITIES, "entropy_mean", "entropy_max", "length")
+#: The log-space aggregations a graded task reports beside the others (the authors' sentence
+#: scores: the sum and the mean of log scores). Pearson differs between the sum of logs and the
+#: product; the rank correlations do not.
+LOG_AGGREGATIONS = ("sumlog", "meanlog")
+GRADED_CONFIDENCES = (*CONFIDENCES, *(f"{e}_{a}" for e in TOKEN_ESTIMATORS for a in LOG_AGGREGATIONS))
 #: The Sigmoid Head's confidences, and the baselines a head is compared with.
 HEAD_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("sigmoid_"))
 CEILING_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("ceiling_"))
@@ -105,8 +110,8 @@ def check_running_confidence(name: str) -> tuple[str, str]:
 
 
 def check_confidence(name: str) -> str:
-    if name not in CONFIDENCES:
-        raise ValueError(f"unknown confidence estimator {name!r}; known: {', '.join(CONFIDENCES)}")
+    if name not in GRADED_CONFIDENCES:
+        raise ValueError(f"unknown confidence estimator {name!r}; known: {', '.join(GRADED_CONFIDENCES)}")
     return name
 
 

@@ -97,8 +97,9 @@ def test_templates_list_every_estimator_and_metric(template):
     from lm_eval.tasks._yaml_loader import load_yaml
 
     cfg = load_yaml(tasks_dir() / template, resolve_func=False)
-    assert [f["name"] for f in cfg["filter_list"]] == list(E.CONFIDENCES)
-    assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(E.CONFIDENCES)
+    names = E.GRADED_CONFIDENCES if "graded" in template else E.CONFIDENCES
+    assert [f["name"] for f in cfg["filter_list"]] == list(names)
+    assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(names)
     metrics = [m["metric"] for m in cfg["metric_list"]]
     expected = (
         E.GRADED_METRICS if "graded" in template else ("acc", *E.BINARY_METRICS, *E.CALIBRATION_METRICS)
@@ -399,7 +400,7 @@ def test_hub_tasks_run_on_their_fixture(tiny, task_manager, task):
     res = out["results"][task]
     graded = task.startswith("sighead_wmt")
     metrics = E.GRADED_METRICS if graded else E.BINARY_METRICS
-    for est in E.CONFIDENCES:
+    for est in E.GRADED_CONFIDENCES if graded else E.CONFIDENCES:
         for metric in metrics:
             assert f"{metric},{est}" in res, (metric, est)
     assert out["n-samples"][task]["effective"] > 0

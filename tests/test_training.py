@@ -222,6 +222,41 @@ def test_chat_data_without_chat_template(plain_tokenizer):
         encode_examples(build_model("gpt2"), plain_tokenizer, rows, 512, None)
 
 
+def test_every_assistant_turn_is_trained_with_its_end_of_turn_token(tokenizer):
+    """train_turns='all' (the authors' current code): each assistant turn's content and the template's
+    closing tokens, end-of-turn first, and nothing of the user turns or the generation prompts;
+    'last' keeps the last response's content alone."""
+    model = build_model("llama")
+    turns = [("user", "Say thing one."), ("assistant", "Water boils."), ("user", "And?")]
+    turns.append(("assistant", "The capital of France is Paris."))
+    rows = [{"messages": [{"role": r, "content": c} for r, c in turns]}]
+    (every,) = encode_examples(model, tokenizer, rows, 512, None, train_turns="all")
+    whole = tokenizer.apply_chat_template(rows[0]["messages"], tokenize=False)
+    assert tokenizer.decode(every.ids) == whole
+    eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    trained = tokenizer.decode(every.targets)
+    assert trained == "Water boils.<|im_end|>\nThe capital of France is Paris.<|im_end|>\n"
+    assert every.targets.count(eot) == 2 and every.n_targets == len(every.positions)
+    (last,) = encode_examples(model, tokenizer, rows, 512, None, train_turns="last")
+    assert tokenizer.decode(last.targets) == "The capital of France is Paris." and eot not in last.targets
+    # a conversation cut by max_length keeps the turns inside it
+    (cut,) = encode_examples(model, tokenizer, rows, every.positions[3], None, train_turns="all")
+    assert cut.positions == every.positions[:3]
+
+
+def test_the_frozen_pass_scores_the_given_positions_only(tokenizer):
+    from sighead_eval.frozen import frozen_pass
+
+    model = build_model("llama").eval()
+    seqs = [[5, 9, 14, 20, 33, 40], [7, 8, 9]]
+    whole = frozen_pass(model, seqs, [1, 1], pad=0)
+    picked = frozen_pass(model, seqs, [1, 1], pad=0, positions=[(2, 4), None])
+    # rows of `whole`: (0, 2) and (0, 4), then every position of the second sequence
+    assert picked.counts == [2, 2] and picked.targets.tolist() == [14, 33, 8, 9]
+    assert torch.allclose(picked.logits, whole.logits[[1, 3, 5, 6]], atol=1e-5)
+    assert torch.allclose(picked.hidden, whole.hidden[[1, 3, 5, 6]], atol=1e-5)
+
+
 def test_empty_after_masking(tokenizer):
     rows = [{"prompt": "A long prompt " * 20, "response": "x"}]
     with pytest.raises(ValueError, match="no response token is left to train on after masking"):
@@ -415,11 +450,84 @@ def test_a_crash_while_checkpointing_keeps_the_last_checkpoint_whole(tmp_path, t
         ({"softmax_temperature": 0}, "`softmax_temperature` should be > 0, got 0"),
         ({"epsilon": 0}, "`epsilon` = 0 has no exact top-k bound"),
         ({"negative_top_p": 1.5}, r"`negative_top_p` should be in \[0, 1\], got 1.5"),
+        ({"recipe": "tower"}, r"`recipe` should be one of \('paper', 'authors-2026'\), got 'tower'"),
+        ({"train_turns": "first"}, r"`train_turns` should be one of \('last', 'all'\), got 'first'"),
+        ({"frozen_autocast": "int8"}, "`frozen_autocast` should be None \\(off\\), 'bfloat16' or 'float16'"),
     ],
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_the_authors_recipe_is_a_preset_every_field_of_which_can_be_overridden(tmp_path):
+    from sighead_eval.cli import build_parser, train_config
+
+    authors = TrainConfig.from_recipe("authors-2026")
+    assert (authors.dominant_mode, authors.eval_every, authors.dev_max) == ("first", 600, 5000)
+    assert (authors.train_turns, authors.frozen_autocast, authors.patience) == ("all", "bfloat16", 3)
+    assert authors.recipe == "authors-2026" and authors.settings()["recipe"] == "authors-2026"
+    paper = TrainConfig.from_recipe("paper")
+    assert paper == TrainConfig() and paper.dominant_mode == "last" and paper.train_turns == "last"
+    ns = build_parser().parse_args(
+        ["train", "--recipe", "authors-2026", "--dominant-mode", "last", "--lr", "0.5"]
+    )
+    config = train_config(ns)
+    assert (config.recipe, config.dominant_mode, config.lr, config.eval_every) == (
+        "authors-2026",
+        "last",
+        0.5,
+        600,
+    )
+    assert train_config(build_parser().parse_args(["train"])) == TrainConfig()
+    with pytest.raises(ValueError, match="unknown recipe 'tower'; known: paper, authors-2026"):
+        TrainConfig.from_recipe("tower")
+
+
+def test_early_stopping_fires_mid_epoch_and_keeps_the_best_head(tmp_path, tokenizer, monkeypatch):
+    """The default cadence is step-based (4 evaluations an epoch here); dev BCE scripted to improve
+    once, then worsen: with patience 2 the run stops halfway through its first epoch, and the adapter
+    it writes is the head of the best evaluation (its snapshot), not the last one."""
+    from sighead_eval.training import trainer as t
+
+    scripted = iter([1.0, 0.9, 0.95, 0.96, 0.97, 0.98])
+    real = t.DevSet.evaluate
+
+    def evaluate(self):
+        return {**real(self), "dev_bce": next(scripted, 0.5)}
+
+    monkeypatch.setattr(t.DevSet, "evaluate", evaluate)
+    records = [{"prompt": f"Say thing {i}.", "response": CORPUS[i % 6]} for i in range(80)]
+    config = _config(tmp_path, eval_every=None, patience=2, epochs=3, grad_accum=1, snapshots=True)
+    trainer = Trainer(config, build_model("llama"), tokenizer, records, progress=False)
+    steps_per_epoch = math.ceil(len(trainer.train_set) / 4)
+    assert trainer.eval_every == math.ceil(steps_per_epoch / 4) < steps_per_epoch
+    info = trainer.train()
+    log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]
+    assert info["stopped_early"] and [e["dev_bce"] for e in log] == [1.0, 0.9, 0.95, 0.96]
+    assert info["steps"] == 3 * trainer.eval_every < steps_per_epoch and info["epochs_run"] < 1
+    best = log[1]
+    snapshot = tmp_path / "run" / "snapshots" / f"tokens-{best['tokens']:010d}"
+    assert torch.equal(_head(tmp_path / "run").half(), _head(snapshot))
+    last = tmp_path / "run" / "snapshots" / f"tokens-{log[-1]['tokens']:010d}"
+    assert not torch.equal(_head(tmp_path / "run").half(), _head(last))
+
+
+def test_the_frozen_pass_under_bf16_autocast(tmp_path, tokenizer):
+    """frozen_autocast='bfloat16' (the authors' frozen pass): the logits come out in bf16, equal to
+    the fp32 ones at bf16's resolution; the head and its loss stay fp32 and training runs."""
+    plain = Trainer(_config(tmp_path, "fp32"), build_model("llama"), tokenizer, RECORDS, progress=False)
+    config = _config(tmp_path, "bf16", frozen_autocast="bfloat16")
+    bf16 = Trainer(config, build_model("llama"), tokenizer, RECORDS, progress=False)
+    batch = plain.train_set[:4]
+    exact, rounded = plain.frozen(batch), bf16.frozen(batch)
+    assert exact.logits.dtype == torch.float32 and rounded.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(rounded.logits.float(), exact.logits, atol=0.05, rtol=0.02)
+    assert torch.equal(rounded.targets, exact.targets)
+    assert bf16.head.weight.dtype == torch.float32
+    info = bf16.train()
+    assert math.isfinite(info["dev_after"]["dev_bce"])
+    assert "| `frozen_autocast` | `bfloat16` |" in (tmp_path / "bf16" / "README.md").read_text()
 
 
 def test_log_softmax_offset_head_starts_at_the_softmax_and_trains(tmp_path, tokenizer):
@@ -450,13 +558,11 @@ def test_cached_hidden_states_skip_the_forward_pass_after_the_first_epoch(tmp_pa
 
 
 def _count_frozen_passes(monkeypatch) -> list[int]:
-    from sighead_eval.training import cache as c
     from sighead_eval.training import trainer as t
 
-    seen = []  # examples each frozen pass ran the model on
+    seen = []  # examples each frozen pass ran the model on (the cache's passes go through Trainer.frozen too)
     real = t.frozen_pass
-    for module in (t, c):
-        monkeypatch.setattr(module, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr(t, "frozen_pass", lambda *a, **k: seen.append(len(a[1])) or real(*a, **k))
     return seen
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_path, write_atomic
-from ..frozen import base_head, frozen_pass, unwrap
+from ..frozen import base_head, unwrap
 
 SHARD = 256  # examples per shard on disk
 CACHE_SEED_PART = 77003  # the cache's negatives come from their own seeded stream
@@ -65,6 +65,8 @@ def examples_digest(examples) -> str:
     for e in examples:
         h.update(np.asarray(e.ids, dtype=np.int64).tobytes())
         h.update(np.asarray([e.start, -1], dtype=np.int64).tobytes())
+        if e.positions is not None:  # several turns: which tokens are trained
+            h.update(np.asarray([*e.positions, -2], dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -173,7 +175,7 @@ class FrozenCache:
         for b in range(0, len(order), config.batch_size):
             chosen = order[b : b + config.batch_size]
             batch = [examples[i] for i in chosen]
-            frozen = frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
+            frozen = trainer.frozen(batch)
             if self.dense and getattr(unwrap(trainer.model), "_sighead_fast_logits_ok", None) is not True:
                 raise CacheError(
                     "the `full` ablation's cache recomputes logits from the head inputs, which needs a model "

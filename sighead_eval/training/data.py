@@ -24,14 +24,28 @@ FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": 
 BUILTIN_SOURCES = ("sighead:wiki",)
 
 
+#: Which tokens of a chat row are trained: the last response's own tokens (the tokens `score`
+#: scores), or every assistant turn with the template's closing tokens, its end-of-turn token
+#: among them (the authors' current code).
+TRAIN_TURNS = ("last", "all")
+
+
 @dataclass
 class Example:
     ids: list[int]  # prompt + response tokens
     start: int  # index of the first trained (response) token
+    positions: tuple[int, ...] | None = None  # the trained indices, where they are not all of ids[start:]
 
     @property
     def n_targets(self) -> int:
-        return len(self.ids) - self.start
+        return len(self.ids) - self.start if self.positions is None else len(self.positions)
+
+    @property
+    def targets(self) -> list[int]:
+        """The trained tokens, in order."""
+        if self.positions is None:
+            return self.ids[self.start :]
+        return [self.ids[t] for t in self.positions]
 
 
 def detect_shape(columns: Sequence[str]) -> str:
@@ -91,13 +105,21 @@ def to_scoring_record(row: Mapping[str, Any], shape: str, index: int = 0) -> dic
 
 
 def encode_examples(
-    model, tokenizer, rows: Sequence[Mapping], max_length: int, chat_template: bool | None
+    model,
+    tokenizer,
+    rows: Sequence[Mapping],
+    max_length: int,
+    chat_template: bool | None,
+    train_turns: str = "last",
 ) -> list[Example]:
-    """Token ids and the trained span of every row; rows with no response token are dropped."""
+    """Token ids and the trained tokens of every row; rows with no trained token are dropped.
+    `train_turns` (`TRAIN_TURNS`): the last response only, or every assistant turn."""
     from ..scoring import ScoringOptions, encode_records
 
     if not rows:
         raise ValueError("the training data is empty")
+    if train_turns not in TRAIN_TURNS:
+        raise ValueError(f"`train_turns` should be one of {TRAIN_TURNS}, got {train_turns!r}")
     shape = detect_shape(list(rows[0].keys()))
     chat = False if shape == "text" else (True if chat_template is None else chat_template)
     if chat and not getattr(tokenizer, "chat_template", None):
@@ -106,6 +128,13 @@ def encode_examples(
             "give it one, or pass `chat_template=False` (--no-chat-template) to train on plain text"
         )
     records = [to_scoring_record(r, shape, i) for i, r in enumerate(rows)]
+    if chat and train_turns == "all":
+        examples = [e for e in (encode_turns(tokenizer, r, max_length) for r in records) if e is not None]
+        if not examples:
+            raise ValueError(
+                f"no assistant token is left to train on ({len(rows)} rows, max_length={max_length})"
+            )
+        return examples
     options = ScoringOptions(chat_template=chat, max_length=10**9)
     examples = []
     for item in encode_records(model, tokenizer, records, options, need_response=True):
@@ -120,6 +149,47 @@ def encode_examples(
             f"max_length={max_length}): the responses are empty or the prompts fill the whole length"
         )
     return examples
+
+
+def _template_ids(tokenizer, messages, generation_prompt: bool) -> list[int]:
+    out = tokenizer.apply_chat_template(
+        list(messages), tokenize=True, add_generation_prompt=generation_prompt, return_dict=False
+    )
+    return list(out["input_ids"] if isinstance(out, Mapping) else out)
+
+
+def encode_turns(tokenizer, record: Mapping, max_length: int) -> Example | None:
+    """Every assistant turn of a chat record trained, as the authors' code trains it: each turn's
+    tokens after the generation prompt up to the end of the turn in the template, its end-of-turn
+    token and the template's closing tokens included. The turns' spans come from tokenizing each
+    prefix of the conversation with the chat template (a turn whose prefix is not a prefix of the
+    whole is refused: the template would tokenize it differently in context)."""
+    messages = (
+        record["messages"]
+        if "messages" in record
+        else [
+            {"role": "user", "content": record["prompt"]},
+            {"role": "assistant", "content": record["response"]},
+        ]
+    )
+    full = _template_ids(tokenizer, messages, False)
+    positions: list[int] = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        before = _template_ids(tokenizer, messages[:i], True) if i else []
+        through = _template_ids(tokenizer, messages[: i + 1], False)
+        if full[: len(through)] != through or through[: len(before)] != before:
+            raise ValueError(
+                f"the chat template tokenizes assistant turn {i} differently alone than in the whole "
+                "conversation, so its tokens cannot be found; train with train_turns='last'"
+            )
+        positions.extend(range(max(len(before), 1), len(through)))
+    ids = full[:max_length]
+    positions = [t for t in positions if t < len(ids)]
+    if not positions:
+        return None
+    return Example(ids=ids, start=positions[0], positions=tuple(positions))
 
 
 def split_dev(examples: list[Example], dev_fraction: float, dev_max: int | None, seed: int):

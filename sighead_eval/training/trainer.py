@@ -34,17 +34,46 @@ from ..files import atomic_path
 from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
-from .data import Example, encode_examples, load_records, split_dev
+from .data import TRAIN_TURNS, Example, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, sigmoid_head_loss
 from .negatives import MODES, sample_negative_rounds, unigram_distribution
 
 DEV_SEED_PART = 99991  # the dev set's negatives come from their own seeded stream
+#: Evaluations per epoch when `eval_every` is not given (at most every `AUTO_EVAL_MAX` steps).
+AUTO_EVALS_PER_EPOCH = 4
+AUTO_EVAL_MAX = 600
+
+#: Named presets of `TrainConfig` (`--recipe`): the fields each sets; every one can be overridden.
+#: `paper` is the paper-era code's recipe, the dataclass defaults. `authors-2026` is the authors'
+#: current config (their repository, since 2026-01-19): the dominant rule's `first` cut, evaluation
+#: every 600 optimizer steps on a dev set of up to 5,000 rows with patience 3 (the best head kept),
+#: every assistant turn trained with its end-of-turn token, and the frozen pass under bf16 autocast.
+#: docs/training.md says what each difference changes.
+RECIPES: dict[str, dict] = {
+    "paper": {},
+    "authors-2026": {
+        "dominant_mode": "first",
+        "eval_every": 600,
+        "dev_max": 5000,
+        "patience": 3,
+        "train_turns": "all",
+        "frozen_autocast": "bfloat16",
+    },
+}
 
 
 @dataclass
 class TrainConfig:
     """Settings of a Sigmoid Head training run; the defaults are the paper's."""
 
+    recipe: str = field(
+        default="paper",
+        metadata={
+            "help": "Preset of the other settings: 'paper' (the paper-era recipe, these defaults) or "
+            "'authors-2026' (the authors' current config: dominant_mode first, eval_every 600, dev_max 5000, "
+            "train_turns all, frozen_autocast bfloat16). Options given beside it override it."
+        },
+    )
     data: str = field(
         default="sighead:wiki",
         metadata={
@@ -127,12 +156,31 @@ class TrainConfig:
     )
     eval_every: int | None = field(
         default=None,
-        metadata={"help": "Evaluate (and checkpoint) every N steps (default: at each epoch end only)."},
+        metadata={
+            "help": "Evaluate on dev (and checkpoint) every N optimizer steps, and at each epoch end. "
+            f"Default: {AUTO_EVALS_PER_EPOCH} times an epoch, at most every {AUTO_EVAL_MAX} steps, so that "
+            "early stopping can act within an epoch."
+        },
     )
     patience: int = field(
         default=3, metadata={"help": "Early stopping: evaluations without dev improvement."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the dev split, data order and negatives."})
+    train_turns: str = field(
+        default="last",
+        metadata={
+            "help": "Chat rows: 'last' trains the last response's tokens (what `score` scores; the paper's "
+            "code); 'all' trains every assistant turn with the template's closing tokens, the end-of-turn "
+            "token among them (the authors' current code)."
+        },
+    )
+    frozen_autocast: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run the frozen pass under torch autocast in this dtype ('bfloat16', as the authors' "
+            "current code; 'float16'); the head and its loss stay float32. Default: off."
+        },
+    )
     dtype: str = model_field("dtype")
     device: str | None = model_field("device")
     init_from_lm_head: bool = field(
@@ -156,7 +204,26 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an adapter already in output_dir."})
 
+    @classmethod
+    def from_recipe(cls, recipe: str = "paper", **overrides) -> TrainConfig:
+        """The preset `recipe` (`RECIPES`) with `overrides` on top: what `train --recipe` builds."""
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**{**RECIPES[recipe], **overrides, "recipe": recipe})
+
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"`recipe` should be one of {tuple(RECIPES)}, got {self.recipe!r}")
+        if self.train_turns not in TRAIN_TURNS:
+            raise ValueError(f"`train_turns` should be one of {TRAIN_TURNS}, got {self.train_turns!r}")
+        if self.frozen_autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                "`frozen_autocast` should be None (off), 'bfloat16' or 'float16', "
+                f"got {self.frozen_autocast!r}"
+            )
         for name in ("num_negatives", "epochs", "batch_size", "grad_accum", "max_length", "patience"):
             _check_int(self, name, minimum=1)
         for name in ("max_steps", "eval_every", "dev_max", "max_examples"):
@@ -194,7 +261,7 @@ class TrainConfig:
         if self.cache_dir:
             self.cache_hidden = True  # a cache directory is a cache: the card says so
 
-    def recipe(self) -> dict:
+    def settings(self) -> dict:
         """The settings that define the trained head (not where it goes or how the run is resumed)."""
         skip = {"output_dir", "resume", "overwrite", "storage_dtype", "storage", "cache_dir", "snapshots"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
@@ -289,7 +356,7 @@ class DevSet:
         hidden, targets, negatives, valid, lse = [], [], [], [], []
         for i in range(0, len(examples), config.batch_size):
             batch = examples[i : i + config.batch_size]
-            frozen = frozen_pass(trainer.model, [e.ids for e in batch], [e.start for e in batch], trainer.pad)
+            frozen = trainer.frozen(batch)
             # Always the paper's negatives, whatever the training mode: dev BCE stays comparable.
             generator = _generator(config.seed, DEV_SEED_PART, i, device=frozen.logits.device)
             neg, ok = draw_negatives(frozen, config, trainer.unigram, generator, "dominant")
@@ -352,7 +419,7 @@ class Trainer:
         if requested == "auto" and self.world > 1:
             raise ValueError("device 'auto' (one model over several GPUs) runs in one process, not under DDP")
         self.out = ckpt.check_output_dir(
-            Path(config.output_dir), config.recipe(), config.resume, config.overwrite
+            Path(config.output_dir), config.settings(), config.resume, config.overwrite
         )
         torch.manual_seed(config.seed)
         self._load(model, tokenizer, records)
@@ -379,7 +446,10 @@ class Trainer:
             model = model.to(device=self.device, dtype=getattr(torch, config.dtype))
         model.eval().requires_grad_(False)
         self.base_name = getattr(model.config, "name_or_path", None) or config.model or "model"
-        examples = encode_examples(model, tokenizer, rows, config.max_length, config.chat_template)
+        encode = dict(
+            max_length=config.max_length, chat_template=config.chat_template, train_turns=config.train_turns
+        )
+        examples = encode_examples(model, tokenizer, rows, **encode)
         if config.max_examples is not None:
             examples = examples[: config.max_examples]
         if config.dev_data is None:
@@ -389,7 +459,7 @@ class Trainer:
         else:
             self.train_set = examples
             dev_rows = load_records(config.dev_data, config.data_split)
-            dev = encode_examples(model, tokenizer, dev_rows, config.max_length, config.chat_template)
+            dev = encode_examples(model, tokenizer, dev_rows, **encode)
             self.dev_examples = dev[: config.dev_max] if config.dev_max is not None else dev
         self.model, self.tokenizer = model, tokenizer
         self.pad = padding_id(model, tokenizer)
@@ -406,7 +476,7 @@ class Trainer:
         self.layer = self.peft_model.get_base_model().get_output_embeddings()
         self.head = self.layer.sigmoid_head_embedding["default"]  # nn.Embedding(V, H, sparse=True), fp32
         vocab = self.head.weight.shape[0]
-        targets = (e.ids[e.start :] for e in self.train_set)
+        targets = (e.targets for e in self.train_set)
         self.unigram = unigram_distribution(targets, vocab, self.tokenizer.pad_token_id)
         self.cache_epochs = None  # epochs a cache directory's negatives cover
         if config.cache_dir:
@@ -430,6 +500,23 @@ class Trainer:
         self.n_batches = math.ceil(len(self.train_set) / config.batch_size)
         steps_per_epoch = math.ceil(self.n_batches / config.grad_accum)
         self.total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
+        self.eval_every = config.eval_every or min(
+            AUTO_EVAL_MAX, max(1, math.ceil(steps_per_epoch / AUTO_EVALS_PER_EPOCH))
+        )
+
+    def frozen(self, batch: list[Example]):
+        """The frozen pass over a batch of examples (their trained tokens), under the configured autocast."""
+        autocast = nullcontext()
+        if self.config.frozen_autocast:
+            autocast = torch.autocast(self.device.type, dtype=getattr(torch, self.config.frozen_autocast))
+        with autocast:
+            return frozen_pass(
+                self.model,
+                [e.ids for e in batch],
+                [e.start for e in batch],
+                self.pad,
+                [e.positions for e in batch],
+            )
 
     def build_cache(self) -> None:
         """The frozen pass over the training examples, once (see `cache.py`); a no-op without
@@ -489,7 +576,7 @@ class Trainer:
                 else:
                     state.next_batch = group_start + config.grad_accum
                 due = last_in_epoch or state.step >= self.total_steps
-                due = due or (config.eval_every and state.step % config.eval_every == 0)
+                due = due or state.step % self.eval_every == 0
                 if due and self._evaluate_and_checkpoint(bar):
                     done = True
                 done = done or state.step >= self.total_steps
@@ -555,8 +642,7 @@ class Trainer:
         """(loss, trained tokens) of batch `bi`: the frozen pass (or the cache), then the head's loss."""
         if self.cache is not None:
             return self.cache.loss(indices, self.state.epoch, self.rows)
-        batch = [self.train_set[i] for i in indices]
-        frozen = frozen_pass(self.model, [e.ids for e in batch], [e.start for e in batch], self.pad)
+        frozen = self.frozen([self.train_set[i] for i in indices])
         return self.head_loss(frozen, self.state.epoch, bi), frozen.targets.shape[0]
 
     def head_loss(self, frozen, epoch: int, bi: int) -> torch.Tensor:
@@ -598,7 +684,7 @@ class Trainer:
             state.bad_evals += 1
         state.stopped_early = state.bad_evals >= self.config.patience
         if self.rank == 0:
-            meta = {"state": dataclasses.asdict(state), "recipe": self.config.recipe()}
+            meta = {"state": dataclasses.asdict(state), "recipe": self.config.settings()}
             ckpt.save_checkpoint(self.out, self.head.weight, self.best_head, self.optimizer, meta)
             if self.progress:
                 bar.write(
@@ -633,7 +719,7 @@ class Trainer:
             self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
             storage = None if config.storage_dtype == "float32" else config.storage_dtype
             save_adapter(self.peft_model, self.out, storage_dtype=storage, storage=config.storage)
-            ckpt.write_card(self.out, config.recipe(), self.base_name, info)
+            ckpt.write_card(self.out, config.settings(), self.base_name, info)
             ckpt.write_state(self.out, info, state)
             (self.out / ckpt.CHECKPOINT).unlink(missing_ok=True)
         if self.world > 1:

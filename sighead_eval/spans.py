@@ -1,0 +1,129 @@
+"""Error spans and word-level quality estimation: which tokens of an output are wrong.
+
+Gold labels come as character spans of the output (`[start, end)`, end exclusive): the ESA and
+MQM annotations of translation benchmarks, the swapped fact of a wiki task. A token is BAD when
+any character it covers is inside a span (the WMT convention, and the authors' code). Scores are
+confidences (higher = more confident); a token is predicted BAD when its score is below a
+threshold chosen on the dev half and applied to the test half.
+
+- `char_spans(pieces, text)`: each token's characters in the output, from the token texts alone
+  (a character split over byte-level tokens goes to every piece of it).
+- `span_scores`: character-level precision, recall and F1 of the predicted spans, pooled over the
+  outputs (WMT24 ESA's error-span F1, as the authors compute it).
+- `word_qe_scores`: F1 of the BAD class, of the OK class, their product (F1-MULT) and the
+  Matthews correlation, pooled over tokens (the WMT word-level QE metrics).
+- `tune_threshold`: the threshold that maximises a metric on dev, over the authors' grid (20
+  evenly spaced values from the lowest to the highest score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+REPLACEMENT = "\ufffd"
+THRESHOLDS = 20  # the authors' grid: np.linspace(min, max, 20)
+
+
+def char_spans(pieces: Sequence[str], text: str) -> list[tuple[int, int]]:
+    """`[start, end)` of each token in `text`, aligning the token texts (`decode([t])` each) left to
+    right. Whitespace before a piece goes to that piece (a SentencePiece token decoded alone leaves
+    its space out); a run of pieces that decode to replacement characters (one character split over
+    bytes) shares the characters up to where the next piece matches; a piece found nowhere (one the
+    tokenizer normalised) gets an empty span and the alignment goes on."""
+    spans: list[tuple[int, int]] = []
+    pos, i, n = 0, 0, len(pieces)
+    while i < n:
+        if REPLACEMENT in pieces[i]:
+            j = i
+            while j < n and REPLACEMENT in pieces[j]:
+                j += 1
+            end = len(text) if j == n else _locate(text, pieces[j], pos)[0]
+            end = end if end > pos else min(len(text), pos + 1)
+            spans.extend([(pos, end)] * (j - i))
+            pos, i = end, j
+            continue
+        start, end = _locate(text, pieces[i], pos)
+        spans.append((pos if text[pos:start].isspace() else start, end))
+        pos, i = end, i + 1
+    return spans
+
+
+def _locate(text: str, piece: str, pos: int) -> tuple[int, int]:
+    """`[start, end)` of `piece` at or after `pos`: exactly there, else its text without surrounding
+    whitespace further on; `(pos, pos)` when it is not found."""
+    if piece and text.startswith(piece, pos):
+        return pos, pos + len(piece)
+    core = piece.strip()
+    at = text.find(core, pos) if core else -1
+    return (at, at + len(core)) if at >= 0 else (pos, pos)
+
+
+def char_labels(annotations: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    """(length,) 1 inside any `[start, end)` span (an omission, start < 0, has no characters)."""
+    labels = np.zeros(length, dtype=np.int8)
+    for start, end in annotations:
+        if start is None or start < 0:
+            continue
+        labels[max(0, int(start)) : min(length, int(end))] = 1
+    return labels
+
+
+def token_labels(spans: Sequence[tuple[int, int]], chars: np.ndarray) -> np.ndarray:
+    """(T,) 1 for a BAD token: one that covers a BAD character."""
+    return np.array([int(chars[a:b].any()) for a, b in spans], dtype=np.int8)
+
+
+def predicted_chars(scores, spans, threshold: float, length: int) -> np.ndarray:
+    """(length,) 1 where a token with a score below `threshold` covers the character."""
+    out = np.zeros(length, dtype=np.int8)
+    for s, (a, b) in zip(scores, spans):
+        if s < threshold:
+            out[a:b] = 1
+    return out
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def span_scores(predicted: Sequence[np.ndarray], gold: Sequence[np.ndarray]) -> dict[str, float]:
+    """Character-level precision, recall and F1 of BAD, pooled over outputs."""
+    tp = fp = fn = 0
+    for p, g in zip(predicted, gold):
+        m = min(len(p), len(g))
+        p, g = np.asarray(p[:m], bool), np.asarray(g[:m], bool)
+        tp += int((p & g).sum())
+        fp += int((p & ~g).sum())
+        fn += int((~p & g).sum())
+    precision, recall, f1 = _prf(tp, fp, fn)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def word_qe_scores(predicted_bad, gold_bad) -> dict[str, float]:
+    """F1-BAD, F1-OK, F1-MULT (their product) and MCC of token (or word) labels, 1 = BAD."""
+    p, g = np.asarray(predicted_bad, bool), np.asarray(gold_bad, bool)
+    tp, fp = int((p & g).sum()), int((p & ~g).sum())
+    fn, tn = int((~p & g).sum()), int((~p & ~g).sum())
+    f1_bad = _prf(tp, fp, fn)[2]
+    f1_ok = _prf(tn, fn, fp)[2]
+    denominator = np.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = (tp * tn - fp * fn) / denominator if denominator else 0.0
+    return {"f1_bad": f1_bad, "f1_ok": f1_ok, "f1_mult": f1_bad * f1_ok, "mcc": float(mcc)}
+
+
+def threshold_grid(scores) -> np.ndarray:
+    values = np.asarray([s for s in scores if np.isfinite(s)], dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no finite token score to choose a threshold from")
+    return np.linspace(values.min(), values.max(), THRESHOLDS)
+
+
+def tune_threshold(scores, objective: Callable[[float], float]) -> float:
+    """The grid value (`threshold_grid(scores)`) with the highest `objective`; the first on ties."""
+    grid = threshold_grid(scores)
+    values = [objective(t) for t in grid]
+    return float(grid[int(np.argmax(values))])
