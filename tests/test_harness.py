@@ -392,6 +392,18 @@ def test_an_adapter_that_does_not_fit_fails_before_any_sample(tiny, task_manager
     assert not called
 
 
+def test_the_dominant_rule_is_a_model_argument_checked_before_the_model_loads(tiny, monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    from sighead_eval.harness.model import SigheadLM
+
+    lm = SigheadLM(pretrained=str(tiny / "base"), adapter=str(tiny / "head"), dominant_mode="first")
+    assert lm.scoring.dominant_mode == "first"
+    monkeypatch.setattr(HFLM, "__init__", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match=r"`mode` should be one of \('last', 'first'\), got 'middle'"):
+        SigheadLM(pretrained=str(tiny / "base"), dominant_mode="middle")
+
+
 @pytest.mark.parametrize("task", sorted(HUB_TASKS))
 def test_hub_tasks_run_on_their_fixture(tiny, task_manager, task):
     out = evaluate(

@@ -28,6 +28,7 @@ FIXTURE_METADATA = {
     "sighead_paper_wmt24_enzh_bestmt": {"data_dir": str(PAPER / "wmt24_enzh_FD_bestmt")},
     "sighead_paper_wmt24_enzh_worstmt": {"data_dir": str(PAPER / "wmt24_enzh_FD_bestmt")},
     "sighead_paper_wmt24_enzh_allmt": {"data_dir": str(PAPER / "wmt24_enzh_FD_bestmt")},
+    "sighead_paper_wmt24_enes": {"data_dir": str(PAPER / "wmt24_enes_FD_allmt")},
     "sighead_paper_pawsx": {"data_dir": str(PAPER / "pawsx")},
     "sighead_paper_gsm8k": {
         "responses_file": str(PAPER / "inference_gsm8k" / "results.json"),
@@ -248,3 +249,55 @@ def test_each_mirrored_task_runs_on_its_fixture_in_lm_eval(tiny_dir, task):
         spans = S.char_spans(judged["pieces"], reply)  # a byte-split character ('á') aligned too
         assert spans[0][0] == 0 and spans[-1][1] == len(reply)
         assert all(reply[a:b] == p for p, (a, b) in zip(judged["pieces"], spans) if "\ufffd" not in p)
+
+
+# -- word-level QE on the offline tasks --------------------------------------------------------------
+def test_word_level_labels_mark_the_swapped_fact_and_the_wrong_entity():
+    from sighead_eval.harness.data import task_hooks as hooks_of
+
+    wiki = hooks_of("sighead_wiki_facts")
+    doc = next(d for d in wiki.build_docs() if not d["faithful"])
+    text = doc["sentence"]
+    pieces = [w + " " for w in text.split(" ")]
+    pieces[-1] = pieces[-1][:-1]  # one token a word, for the test
+    fake = [{"response": text, "scores": [0.5] * len(pieces), "pieces": pieces, "estimator": "softmax"}]
+    item = wiki.process_results_word(doc, fake)["mcc"]
+    bad_words = [p.strip() for p, b in zip(pieces, item["bad"]) if b]
+    assert bad_words and all(doc["fact"].split()[0] in w or w in doc["fact"] for w in bad_words)
+    original = next(d for d in wiki.build_docs() if d["faithful"] and d["pair"] == doc["pair"])
+    assert not any(wiki.process_results_word(original, fake)["mcc"]["bad"])
+    geo = hooks_of("sighead_geo_paraphrase")
+    para = geo.build_docs()
+    truth = {c["country"]: geo._values(c) for c in geo.geography()}
+    for d in para:
+        if d["correct"]:
+            assert d["error_span"] == []
+            continue
+        a, b = d["error_span"]
+        wrong = d["answer"][a:b]
+        if d["error"] == "contradiction":
+            assert wrong.startswith("not ") and d["answer"].endswith(wrong + ".")
+        else:
+            assert wrong and wrong != truth[d["country"]][d["type"]]
+
+
+@pytest.mark.parametrize("task", ["sighead_wiki_facts_word", "sighead_geo_paraphrase_word"])
+def test_the_word_level_tasks_run_in_lm_eval(tiny_dir, task_manager, task):
+    import lm_eval
+
+    import sighead_eval.harness  # noqa: F401
+
+    out = lm_eval.simple_evaluate(
+        model="sighead",
+        model_args=f"pretrained={tiny_dir / 'base'},adapter={tiny_dir / 'head'}",
+        tasks=[task],
+        limit=24,
+        batch_size=4,
+        apply_chat_template=True,
+        task_manager=task_manager,
+    )
+    res = out["results"][task]
+    for e in H.SPAN_ESTIMATORS:
+        for m in H.SPAN_METRICS:
+            assert f"{m},{e}" in res, (m, e)
+    assert 0 <= res["bad_auroc,sigmoid"] <= 1 and 0 <= res["word_bad_auroc,softmax"] <= 1

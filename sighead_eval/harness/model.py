@@ -34,6 +34,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..dominant import check_rule
 from ..estimators import TOKEN_ESTIMATORS
 from ..frozen import unwrap, wrapped_method
 from ..models import check_adapter_dir, load_adapter, resolve_model
@@ -75,7 +76,9 @@ class SigheadLM(HFLM):
     - `estimators`: probability estimators to record, `|`-separated (default: all available).
     - `scoring_batch_size`: records per scoring pass (default: the HFLM batch size, at least 8), or
       `auto`: as many as the device holds (from 512 down, halved on running out of memory).
-    - `p_jump`, `epsilon`: the BoostedProb dominant-token rule.
+    - `p_jump`, `epsilon`, `dominant_mode` (`last` or `first`): the BoostedProb dominant-token
+      rule, which the ceiling and the hybrid use too (a head trained with `--recipe authors-2026`
+      was trained with `first`).
     Every other key is HFLM's (`dtype` defaults to float32, `device` to cuda when available).
     """
 
@@ -87,11 +90,13 @@ class SigheadLM(HFLM):
         scoring_batch_size: int | None = None,
         p_jump: float = 0.3,
         epsilon: float = 0.005,
+        dominant_mode: str = "last",
         abstain_below: float | None = None,
         abstain_confidence: str = "sigmoid_min",
         **kwargs,
     ) -> None:
         wanted = _parse_estimators(estimators)
+        check_rule(float(p_jump), float(epsilon), str(dominant_mode), None)  # before the model loads
         abstain_below = None if abstain_below in (None, "", "None") else float(abstain_below)
         if abstain_below is not None:
             GenerationOptions(abstain_below=abstain_below)  # checks it is a probability
@@ -147,6 +152,7 @@ class SigheadLM(HFLM):
             truncation="left",
             p_jump=float(p_jump),
             epsilon=float(epsilon),
+            dominant_mode=str(dominant_mode),
         )
         if active_head(self.model) is None and adapter is not None:
             raise RuntimeError(f"the adapter at {adapter} loaded but no Sigmoid Head is active")

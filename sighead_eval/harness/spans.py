@@ -21,14 +21,18 @@ import numpy as np
 from .. import metrics as core
 from .. import spans as S
 from ..estimators import TOKEN_ESTIMATORS
+from ..scoring import word_spans
 from .confidence import Judged
 
 #: Per-token confidences a span task compares: the token estimators, and the entropy (negated).
 SPAN_ESTIMATORS = (*TOKEN_ESTIMATORS, "entropy")
-#: Character-level span metrics (threshold by span F1 on dev), the word-level QE metrics on tokens
-#: (threshold by MCC on dev), and the threshold-free token ROC-AUC and AP of finding BAD tokens.
+#: Character-level span metrics (threshold by span F1 on dev); the WMT word-level QE metrics on
+#: tokens (threshold by MCC on dev) and the threshold-free ROC-AUC and AP of finding BAD tokens;
+#: the same on words (`word_*`: a word is BAD when any of its tokens is, and scores the product of
+#: its tokens' probabilities, or the sum of their negated entropies).
 SPAN_METRICS = (
     "span_f1", "span_precision", "span_recall", "f1_bad", "f1_ok", "f1_mult", "mcc", "bad_auroc", "bad_ap",
+    "word_f1_bad", "word_f1_ok", "word_f1_mult", "word_mcc", "word_bad_auroc", "word_bad_ap",
 )  # fmt: skip
 
 
@@ -70,13 +74,19 @@ def span_results(results: Sequence[dict], split: str, annotations: Sequence[Sequ
     text = item["response"]
     spans = S.char_spans(item["pieces"], text)
     gold = S.char_labels(annotations, len(text))
+    scores = [float(s) for s in item["scores"]]
+    bad = S.token_labels(spans, gold).tolist()
+    words = word_spans(item["pieces"])
+    combine = np.sum if item.get("estimator") == "entropy" else np.prod
     record = {
         "split": split,
-        "scores": [float(s) for s in item["scores"]],
+        "scores": scores,
         "spans": [list(s) for s in spans],
-        "bad": S.token_labels(spans, gold).tolist(),
+        "bad": bad,
         "gold": [[int(a), int(b)] for a, b in annotations if a is not None and a >= 0],
         "n_chars": len(text),
+        "word_scores": [float(combine(scores[a:b])) for a, b in words],
+        "word_bad": [int(any(bad[a:b])) for a, b in words],
     }
     return {m: record for m in SPAN_METRICS}
 
@@ -109,30 +119,30 @@ def _span(items, key: str) -> float:
     return S.span_scores(*_chars(test, threshold))[key]
 
 
-def _tokens(items):
-    return np.asarray([s for i in items for s in i["scores"]]), np.asarray(
-        [b for i in items for b in i["bad"]]
-    )
+def _tokens(items, level: str = "token"):
+    scores, bad = ("scores", "bad") if level == "token" else ("word_scores", "word_bad")
+    values = np.asarray([s for i in items for s in i[scores]])
+    return values, np.asarray([b for i in items for b in i[bad]])
 
 
-def _word(items, key: str) -> float:
+def _word(items, key: str, level: str = "token") -> float:
     dev, test = _halves(items)
-    scores, bad = _tokens(dev)
+    scores, bad = _tokens(dev, level)
     if scores.size == 0:
         return math.nan
     threshold = S.tune_threshold(scores, lambda t: S.word_qe_scores(scores < t, bad)["mcc"])
-    test_scores, test_bad = _tokens(test)
+    test_scores, test_bad = _tokens(test, level)
     return S.word_qe_scores(test_scores < threshold, test_bad)[key]
 
 
-def _bad(fn, items) -> float:
-    """ROC-AUC / AP of finding BAD tokens by low confidence, on the test half (no threshold)."""
+def _bad(fn, items, level: str = "token") -> float:
+    """ROC-AUC / AP of finding BAD tokens (or words) by low confidence, on the test half."""
     _, test = _halves(items)
-    scores, bad = _tokens(test)
+    scores, bad = _tokens(test, level)
     try:
         return float(fn(-scores, bad))
     except ValueError as err:  # every token OK (or BAD) in a small run
-        warnings.warn(f"undefined on these {bad.size} tokens ({err}); reported as NaN", stacklevel=2)
+        warnings.warn(f"undefined on these {bad.size} {level}s ({err}); reported as NaN", stacklevel=2)
         return math.nan
 
 
@@ -170,3 +180,27 @@ def bad_auroc(items) -> float:
 
 def bad_ap(items) -> float:
     return _bad(core.ap, items)
+
+
+def word_f1_bad(items) -> float:
+    return _word(items, "f1_bad", "word")
+
+
+def word_f1_ok(items) -> float:
+    return _word(items, "f1_ok", "word")
+
+
+def word_f1_mult(items) -> float:
+    return _word(items, "f1_mult", "word")
+
+
+def word_mcc(items) -> float:
+    return _word(items, "mcc", "word")
+
+
+def word_bad_auroc(items) -> float:
+    return _bad(core.auroc, items, "word")
+
+
+def word_bad_ap(items) -> float:
+    return _bad(core.ap, items, "word")

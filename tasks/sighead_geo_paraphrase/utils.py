@@ -23,6 +23,7 @@ import random
 
 from sighead_eval.harness.confidence import binary_results
 from sighead_eval.harness.data import as_test_split, split_of
+from sighead_eval.harness.spans import span_results
 from sighead_eval.sources import geography
 
 ERRORS = ("plausible", "implausible", "contradiction")
@@ -87,6 +88,13 @@ def _answer(kind: str, phrasing: str, value: str, country: str, side: str) -> st
     return PHRASINGS[kind][phrasing].format(x=value, c=country, side=side)
 
 
+def _value_span(kind: str, phrasing: str, value: str, country: str, side: str) -> list[int]:
+    """`[start, end)` of the value in `_answer(...)`: a false answer's wrong entity (a true answer
+    has `[]`: every document carries the field, as a dataset's columns come from its first row)."""
+    start = len(PHRASINGS[kind][phrasing].split("{x}")[0].format(c=country, side=side))
+    return [start, start + len(value)]
+
+
 def build_docs(seed: int = 0, phrasings_per_fact: int = 2) -> list[dict]:
     """Per country and kind: `phrasings_per_fact` true phrasings (seeded choice) and the
     contradiction's true twin; one false answer of each error type, the plausible and implausible
@@ -114,24 +122,33 @@ def build_docs(seed: int = 0, phrasings_per_fact: int = 2) -> list[dict]:
             }
             chosen = rng.sample(list(PHRASINGS[kind]), phrasings_per_fact)
             for phrasing in chosen:
-                docs.append({**base, "phrasing": phrasing, "error": "none", "correct": 1,
+                docs.append({**base, "phrasing": phrasing, "error": "none", "correct": 1, "error_span": [],
                              "answer": _answer(kind, phrasing, x, c["country"], side)})  # fmt: skip
             # other countries' values, as often as they occur, so a wrong entity is as long as a true one
             others = sorted(v[kind] for v in values.values() if v[kind] and v[kind] != x)
             wrong = rng.choice(others)
             phrasing = rng.choice(chosen)  # a true twin of the same phrasing exists
             docs.append({**base, "phrasing": phrasing, "error": "plausible", "correct": 0,
-                         "answer": _answer(kind, phrasing, wrong, c["country"], side)})  # fmt: skip
-            other_kind = mine[WRONG_KIND[kind]] or mine["capital"]
+                         "answer": _answer(kind, phrasing, wrong, c["country"], side),
+                         "error_span": _value_span(kind, phrasing, wrong, c["country"], side)})  # fmt: skip
+            # the country's own entity of another kind; never the true value (version 2.1: a country
+            # without a currency got its own capital as the "implausible" capital in 2.0)
+            other_kind = next(
+                v for v in (mine[WRONG_KIND[kind]], mine["continent"], mine["language"]) if v and v != x
+            )
             phrasing = rng.choice(chosen)
+            where = (kind, phrasing, other_kind, c["country"], side)
             docs.append({**base, "phrasing": phrasing, "error": "implausible", "correct": 0,
-                         "answer": _answer(kind, phrasing, other_kind, c["country"], side)})  # fmt: skip
+                         "answer": _answer(*where), "error_span": _value_span(*where)})  # fmt: skip
             stem = _answer(kind, "sentence", x, c["country"], side).rstrip(".")
             article = "" if kind != "currency" else "the "
+            wrong_part = "not " + article + x  # the clause that makes the sentence false
+            lead = CONTRADICTION.split("not {x}")[0].format(sentence_stem=stem)
             docs.append({**base, "phrasing": "sentence", "error": "contradiction", "correct": 0,
-                         "answer": CONTRADICTION.format(sentence_stem=stem, x=article + x)})  # fmt: skip
+                         "answer": CONTRADICTION.format(sentence_stem=stem, x=article + x),
+                         "error_span": [len(lead), len(lead) + len(wrong_part)]})  # fmt: skip
             contrast = article + rng.choice([o for o in others if o != wrong] or others)
-            docs.append({**base, "phrasing": "contrast", "error": "none", "correct": 1,
+            docs.append({**base, "phrasing": "contrast", "error": "none", "correct": 1, "error_span": [],
                          "twin": "contradiction",
                          "answer": CONTRADICTION.format(sentence_stem=stem, x=contrast)})  # fmt: skip
     for i, d in enumerate(docs):
@@ -157,3 +174,9 @@ def dataset(seed: int = 0, phrasings_per_fact: int = 2, error: str | None = None
 
 def process_results(doc, results):
     return binary_results(results, bool(doc["correct"]))
+
+
+def process_results_word(doc, results):
+    """`sighead_geo_paraphrase_word`: a false answer's wrong entity (or, in a contradiction, the
+    clause "not X") is BAD; every token of a true answer is OK."""
+    return span_results(results, doc["split"], [doc["error_span"]] if doc["error_span"] else [])

@@ -120,6 +120,7 @@ dataset_wmt24_ende_allmt = graded_dataset("sighead_paper_wmt24_ende_allmt", "en-
 dataset_wmt24_enzh_bestmt = graded_dataset("sighead_paper_wmt24_enzh_bestmt", "en-zh")
 dataset_wmt24_enzh_worstmt = graded_dataset("sighead_paper_wmt24_enzh_worstmt", "en-zh")
 dataset_wmt24_enzh_allmt = graded_dataset("sighead_paper_wmt24_enzh_allmt", "en-zh")
+dataset_wmt24_enes = graded_dataset("sighead_paper_wmt24_enes", "en-es")
 
 
 def process_graded(doc, results):

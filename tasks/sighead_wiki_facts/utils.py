@@ -16,6 +16,7 @@ import re
 
 from sighead_eval.harness.confidence import binary_results
 from sighead_eval.harness.data import as_test_split, split_of, stable_hash
+from sighead_eval.harness.spans import span_results
 from sighead_eval.sources import is_wiki_facts_article, wiki_articles
 
 PROMPT = "Tell me a fact about {title}."
@@ -96,3 +97,9 @@ def dataset(seed: int = 0, **kwargs):
 
 def process_results(doc, results):
     return binary_results(results, bool(doc["faithful"]))
+
+
+def process_results_word(doc, results):
+    """`sighead_wiki_facts_word`: the swapped fact's characters are BAD in the altered sentence;
+    every token of the original is OK."""
+    return span_results(results, doc["split"], [] if doc["faithful"] else [doc["fact_span"]])
