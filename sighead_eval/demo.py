@@ -4,11 +4,13 @@ the project's offline lm-eval tasks; every estimator is scored on the same outpu
 Writes to the results folder (default `results/demo/`):
 - `lm_eval_results.json`: lm-eval's results with every sample and its per-token scores;
 - `table.md`: a panel per task, a row per estimator, ROC-AUC, PRR and AP pooled over the task's
-  samples and raw ECE and Brier, the best value per column marked; `table.csv`: the same, one row
-  per estimator;
+  samples and raw ECE and Brier, the best value per column marked, then a word-level panel per task
+  that labels its errors (which tokens are wrong: `report.words`); `table.csv`: the estimators'
+  table, one row per estimator;
 - `plots/`: rejection curves and reliability diagrams per task, a bar chart of ROC-AUC and PRR;
 - `report.html`: one self-contained page with the table, the plots and sample outputs, each token
-  coloured by its Sigmoid Head confidence beside its softmax probability.
+  coloured by its Sigmoid Head confidence beside its softmax probability, the labelled error span
+  underlined.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def run_demo(
     from .report import plots, table_csv, table_markdown, task_samples
     from .report.page import render_page
     from .report.table import POOLED_NOTE, estimator_table, table_text
+    from .report.words import WORD_NOTE, word_level_rows, word_table_markdown, word_table_text
 
     started = time.time()
     print(
@@ -74,7 +77,10 @@ def run_demo(
     per_task = [task_samples(t, out["samples"][t]) for t in names]
     table = estimator_table(out["results"], names)
     counts = {ts.task: ts.quality.size for ts in per_task}
-    write_atomic(out_dir / "table.md", table_markdown(table, counts))
+    words = {ts.task: word_level_rows(ts) for ts in per_task}
+    words = {task: rows for task, rows in words.items() if rows}
+    word_md = "".join("\n" + word_table_markdown(task, rows) for task, rows in words.items())
+    write_atomic(out_dir / "table.md", table_markdown(table, counts) + word_md)
     write_atomic(out_dir / "table.csv", table_csv(table))
     stages.update(1)
     figures: dict[str, list[Path]] = {
@@ -103,6 +109,7 @@ def run_demo(
         per_task,
         figures,
         decode=_decoder(options),
+        words=words,
     )
     write_atomic(out_dir / "report.html", page)
     stages.close()
@@ -110,6 +117,11 @@ def run_demo(
     print()
     print(table_text(table, counts))
     print(textwrap.fill(POOLED_NOTE, 100))
+    for task, rows in words.items():
+        print()
+        print(word_table_text(task, rows))
+    if words:
+        print(textwrap.fill(WORD_NOTE, 100))
     print(intro)
     print(f"wrote {out_dir}/: table.md, table.csv, lm_eval_results.json, report.html, plots/")
     return 0

@@ -127,3 +127,137 @@ def tune_threshold(scores, objective: Callable[[float], float]) -> float:
     grid = threshold_grid(scores)
     values = [objective(t) for t in grid]
     return float(grid[int(np.argmax(values))])
+
+
+# -- per-output records and the dev-tuned metrics over them ------------------------------------------
+#: Per-token confidences a span task compares: the token estimators, and the entropy (negated).
+SPAN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid", "entropy")
+#: Character-level span metrics (threshold by span F1 on dev); the WMT word-level QE metrics on
+#: tokens (threshold by MCC on dev) and the threshold-free ROC-AUC and AP of finding BAD tokens;
+#: the same on words (`word_*`: a word is BAD when any of its tokens is, and scores the product of
+#: its tokens' probabilities, or the sum of their negated entropies).
+SPAN_METRICS = (
+    "span_f1", "span_precision", "span_recall", "f1_bad", "f1_ok", "f1_mult", "mcc", "bad_auroc", "bad_ap",
+    "word_f1_bad", "word_f1_ok", "word_f1_mult", "word_mcc", "word_bad_auroc", "word_bad_ap",
+)  # fmt: skip
+
+
+def span_record(response: str, pieces, scores, split: str, annotations, estimator: str = "") -> dict:
+    """One output's tokens for the span metrics: its token confidences and character spans, which
+    tokens and words are BAD under the gold `annotations` (`[start, end)` characters; an omission
+    has start < 0), and its half (`dev` or `test`). JSON-safe (lm-eval logs it per sample)."""
+    from .scoring import word_spans
+
+    spans = char_spans(pieces, response)
+    gold = char_labels(annotations, len(response))
+    scores = [float(s) for s in scores]
+    bad = token_labels(spans, gold).tolist()
+    words = word_spans(pieces)
+    combine = np.sum if estimator == "entropy" else np.prod
+    return {
+        "split": split,
+        "scores": scores,
+        "spans": [list(s) for s in spans],
+        "bad": bad,
+        "gold": [[int(a), int(b)] for a, b in annotations if a is not None and a >= 0],
+        "n_chars": len(response),
+        "word_scores": [float(combine(scores[a:b])) for a, b in words],
+        "word_bad": [int(any(bad[a:b])) for a, b in words],
+    }
+
+
+def _halves(items) -> tuple[list[dict], list[dict]]:
+    import warnings
+
+    items = list(items)
+    dev = [i for i in items if i["split"] == "dev"]
+    test = [i for i in items if i["split"] != "dev"]
+    if not dev or not test:
+        warnings.warn(
+            f"{len(dev)} dev and {len(test)} test samples: the threshold is chosen on the same samples it "
+            "is scored on (optimistic); run more samples for a dev half",
+            stacklevel=4,
+        )
+        return items, items
+    return dev, test
+
+
+def _chars(items, threshold):
+    predicted = [predicted_chars(i["scores"], i["spans"], threshold, i["n_chars"]) for i in items]
+    return predicted, [char_labels(i["gold"], i["n_chars"]) for i in items]
+
+
+def _pooled(items, level: str):
+    scores, bad = ("scores", "bad") if level == "token" else ("word_scores", "word_bad")
+    values = np.asarray([s for i in items for s in i[scores]], dtype=np.float64)
+    return values, np.asarray([b for i in items for b in i[bad]])
+
+
+def span_metric(name: str, items) -> float:
+    """Metric `name` (`SPAN_METRICS`) over `span_record`s: its threshold chosen on the dev half's
+    records, its value on the test half's (both halves' records given together)."""
+    import math
+    import warnings
+
+    from . import metrics as core
+
+    if name not in SPAN_METRICS:
+        raise ValueError(f"unknown span metric {name!r}; known: {', '.join(SPAN_METRICS)}")
+    dev, test = _halves(items)
+    level, key = ("word", name[5:]) if name.startswith("word_") else ("token", name)
+    if key.startswith("span_"):
+        pooled = [s for i in dev for s in i["scores"]]
+        if not pooled:
+            return math.nan
+        threshold = tune_threshold(pooled, lambda t: span_scores(*_chars(dev, t))["f1"])
+        return span_scores(*_chars(test, threshold))[key[5:]]
+    if key.startswith("bad_"):
+        scores, bad = _pooled(test, level)
+        try:
+            fn = core.auroc if key == "bad_auroc" else core.ap
+            return float(fn(-scores, bad))
+        except ValueError as err:  # every token OK (or BAD) in a small run
+            warnings.warn(
+                f"{name} is undefined on these {bad.size} {level}s ({err}); reported as NaN", stacklevel=3
+            )
+            return math.nan
+    scores, bad = _pooled(dev, level)
+    if scores.size == 0:
+        return math.nan
+    threshold = tune_threshold(scores, lambda t: word_qe_scores(scores < t, bad)["mcc"])
+    test_scores, test_bad = _pooled(test, level)
+    return word_qe_scores(test_scores < threshold, test_bad)[key]
+
+
+def token_quality_metrics(confidences, references, threshold: float | None = None) -> dict[str, float]:
+    """Word-level QE of per-token confidences against per-token quality (1 = OK, 0 = BAD), one list
+    per output, pooled over outputs: ROC-AUC and AP of finding OK tokens, AP of finding BAD ones
+    (by low confidence), and F1-BAD, F1-OK, F1-MULT and MCC at `threshold` (a token is BAD below
+    it). Without a threshold, the grid value with the best MCC on these tokens is used and
+    returned, which is optimistic: choose it on dev, pass it for test."""
+    from . import metrics as core
+
+    if len(confidences) != len(references):
+        raise ValueError(f"{len(confidences)} outputs' confidences but {len(references)} outputs' references")
+    for i, (c, r) in enumerate(zip(confidences, references)):
+        if len(c) != len(r):
+            raise ValueError(f"output {i}: {len(c)} token confidences but {len(r)} token references")
+    conf = np.asarray([x for c in confidences for x in c], dtype=np.float64)
+    ok = np.asarray([x for r in references for x in r], dtype=np.float64)
+    if conf.size == 0:
+        raise ValueError("no token to score: every output is empty")
+    if not np.isin(ok, (0.0, 1.0)).all():
+        raise ValueError("token references should be 1 (OK) or 0 (BAD)")
+    bad = ok == 0
+    chosen = threshold is None
+    if chosen:
+        threshold = tune_threshold(conf, lambda t: word_qe_scores(conf < t, bad)["mcc"])
+    out = {
+        "auroc": float(core.auroc(conf, ok)),
+        "ap": float(core.ap(conf, ok)),
+        "bad_ap": float(core.ap(-conf, bad.astype(float))),
+        **word_qe_scores(conf < threshold, bad),
+        "threshold": float(threshold),
+    }
+    out["threshold_tuned_on_these_tokens"] = float(chosen)
+    return out

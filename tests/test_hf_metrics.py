@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import evaluate
+import numpy as np
 import pytest
 
 import sighead_eval
@@ -114,3 +115,24 @@ def test_sigmoid_confidence_doctests_on_the_default_model():
     metric = evaluate.load(sighead_eval.metric_path("sigmoid_confidence"))
     result = _run_doctests(metric)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_confidence_quality_takes_token_level_input():
+    """One list of token confidences per output, one list of token labels (1 OK, 0 BAD): the same
+    figures as the core's word-level QE on the pooled tokens; a given threshold is used as it is."""
+    from sighead_eval import spans
+
+    metric = evaluate.load(sighead_eval.metric_path("confidence_quality"))
+    conf = [[0.9, 0.2, 0.8, 0.4], [0.7, 0.1, 0.6], [0.95]]
+    ok = [[1, 0, 1, 1], [1, 0, 0], [1]]
+    out = metric.compute(predictions=conf, references=ok, threshold=0.5)
+    flat_c, flat_ok = np.concatenate(conf), np.concatenate(ok)
+    assert out["auroc"] == pytest.approx(core.auroc(flat_c, flat_ok))
+    assert out["mcc"] == pytest.approx(spans.word_qe_scores(flat_c < 0.5, flat_ok == 0)["mcc"])
+    assert out["threshold"] == 0.5 and out["threshold_tuned_on_these_tokens"] == 0.0
+    tuned = metric.compute(predictions=conf, references=ok)
+    assert tuned["threshold_tuned_on_these_tokens"] == 1.0 and tuned["mcc"] >= out["mcc"]
+    with pytest.raises(ValueError, match="output 1: 3 token confidences but 2 token references"):
+        metric.compute(predictions=conf, references=[[1, 0, 1, 1], [1, 0], [1]])
+    with pytest.raises(ValueError, match=r"token references should be 1 \(OK\) or 0 \(BAD\)"):
+        metric.compute(predictions=conf, references=[[1, 0, 1, 2], [1, 0, 0], [1]])

@@ -175,8 +175,8 @@ def test_the_threshold_is_chosen_on_dev_and_scored_on_test():
     dev = item("dev", [0.1, 0.2, 0.9, 0.95], [1, 1, 0, 0])  # BAD below ~0.2
     test = item("test", [0.1, 0.5, 0.6, 0.95], [1, 1, 1, 0])  # its own best cut would be above 0.6
     grid = np.linspace(0.1, 0.95, 20)
-    chosen = grid[int(np.argmax([S.span_scores(*H._chars([dev], t))["f1"] for t in grid]))]
-    expected = S.span_scores(*H._chars([test], chosen))["f1"]
+    chosen = grid[int(np.argmax([S.span_scores(*S._chars([dev], t))["f1"] for t in grid]))]
+    expected = S.span_scores(*S._chars([test], chosen))["f1"]
     assert H.span_f1([dev, test]) == pytest.approx(expected)
     tuned_on_test = item("dev", test["scores"], test["bad"])
     assert H.span_f1([dev, test]) < H.span_f1([tuned_on_test, test])
@@ -301,3 +301,7 @@ def test_the_word_level_tasks_run_in_lm_eval(tiny_dir, task_manager, task):
         for m in H.SPAN_METRICS:
             assert f"{m},{e}" in res, (m, e)
     assert 0 <= res["bad_auroc,sigmoid"] <= 1 and 0 <= res["word_bad_auroc,softmax"] <= 1
+
+
+def test_the_span_estimators_are_the_token_estimators_and_the_entropy():
+    assert S.SPAN_ESTIMATORS == (*E.TOKEN_ESTIMATORS, "entropy")

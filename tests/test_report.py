@@ -245,3 +245,36 @@ def test_reports_and_compare_do_not_import_lm_eval_or_the_harness():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_word_level_rows_and_the_underlined_error_span():
+    """A task whose documents label an error span gets word-level figures from the logged token
+    scores, and its page underlines the labelled tokens."""
+    from sighead_eval.report.words import bad_tokens, word_level_rows, word_table_text
+
+    records = []
+    for i in range(24):
+        altered = i % 2 == 1
+        text = ["The", " year", " was", " 1707" if altered else " 1701", "."]
+        sigmoid = [0.9, 0.8, 0.9, 0.1 if altered else 0.7, 0.9]
+        softmax = [0.9, 0.8, 0.9, 0.6, 0.9]
+        out = Judged(response="".join(text), confidence=0.5, estimator="sigmoid_mean")
+        out["tokens"] = {"text": text, "sigmoid": sigmoid, "softmax": softmax}
+        doc = {"prompt": f"Q{i}", "sentence": "".join(text), "faithful": int(not altered), "fact_span": [12, 17],
+               "fact": text[3].strip(), "split": "dev" if i < 12 else "test"}  # fmt: skip
+        records.append({"doc_id": i, "doc": doc, "filter": "sigmoid_mean", "filtered_resps": [out],
+                        "prr": (0.5, float(not altered))})  # fmt: skip
+    ts = task_samples("sighead_wiki_facts", records)
+    rows = word_level_rows(ts)
+    assert set(rows) == {"sigmoid", "softmax"}  # the estimators the tokens carry
+    assert rows["sigmoid"]["bad_auroc"] == pytest.approx(1.0) and rows["sigmoid"]["mcc"] == pytest.approx(1.0)
+    assert rows["softmax"]["bad_auroc"] < rows["sigmoid"]["bad_auroc"]
+    assert bad_tokens(ts.docs[1], ts.tokens[1]["text"], ts.responses[1]) == {3}
+    assert bad_tokens(ts.docs[0], ts.tokens[0]["text"], ts.responses[0]) == set()
+    assert "sigmoid" in word_table_text("wiki_facts", rows)
+    page = render_page("demo", "intro", {"tasks": [], "columns": [], "rows": {}, "best": {}}, [ts], {},
+                       n=4, words={"sighead_wiki_facts": rows})  # fmt: skip
+    assert (
+        "wiki_facts, word level" in page and page.count('class="t bad"') == 2 * 2 + 1
+    )  # 2 wrong shown x 2 rows, and the legend
+    assert word_level_rows(task_samples("x", fake_samples(8))) == {}  # no labelled spans: no panel

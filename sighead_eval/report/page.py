@@ -11,6 +11,7 @@ import numpy as np
 
 from .samples import TaskSamples
 from .table import LABELS, POOLED_NOTE, panels
+from .words import WORD_COLUMNS, WORD_LABELS, WORD_NOTE, bad_tokens
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }
@@ -31,6 +32,7 @@ img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .lab { display: inline-block; width: 120px; font-family: system-ui, sans-serif; font-size: 12px;
        color: #555; }
 .t { padding: 1px 0; border-radius: 2px; }
+.t.bad { text-decoration: underline wavy #d62728; text-underline-offset: 4px; }
 .seq { font-size: 12px; color: #555; }
 .legend span { display: inline-block; width: 46px; text-align: center; font-size: 11px; }
 """
@@ -59,7 +61,9 @@ def token_groups(text: list[str], ids: list[int] | None, decode=None) -> list[tu
     return groups
 
 
-def _tokens_row(label: str, groups, probs: list[float] | None, other: dict) -> str:
+def _tokens_row(
+    label: str, groups, probs: list[float] | None, other: dict, bad: frozenset = frozenset()
+) -> str:
     if probs is None:
         return f'<div class="row"><span class="lab">{label}</span><i>not available</i></div>'
     spans = []
@@ -72,8 +76,9 @@ def _tokens_row(label: str, groups, probs: list[float] | None, other: dict) -> s
             if v is not None and all(i < len(v) for i in members)
         )
         p = min(probs[i] for i in members)  # a joined character shows its least sure piece
+        cls = "t bad" if bad.intersection(members) else "t"
         spans.append(
-            f'<span class="t" style="background:{colour(p)}" title="{html.escape(tip)}">'
+            f'<span class="{cls}" style="background:{colour(p)}" title="{html.escape(tip)}">'
             f"{html.escape(text)}</span>"
         )
     return f'<div class="row"><span class="lab">{label}</span>{"".join(spans)}</div>'
@@ -102,6 +107,7 @@ def _sample_html(ts: TaskSamples, i: int, decode=None) -> str:
     text = tok.get("text") or [ts.responses[i]]
     groups = token_groups(text, tok.get("id"), decode)
     scores = {k: tok.get(k) for k in ("sigmoid", "softmax", "boostedprob", "entropy")}
+    bad = frozenset(bad_tokens(doc, text, ts.responses[i])) if tok.get("text") else frozenset()
     if ts.binary:
         ok = ts.quality[i] == 1
         verdict = "✓ correct" if ok else "✗ wrong"
@@ -122,8 +128,8 @@ def _sample_html(ts: TaskSamples, i: int, decode=None) -> str:
     return (
         f'<div class="{cls}"><div class="q">{html.escape(prompt)}</div>'
         f'<div class="verdict">{verdict}</div>'
-        + _tokens_row("Sigmoid Head", groups, scores["sigmoid"], scores)
-        + _tokens_row("softmax", groups, scores["softmax"], scores)
+        + _tokens_row("Sigmoid Head", groups, scores["sigmoid"], scores, bad)
+        + _tokens_row("softmax", groups, scores["softmax"], scores, bad)
         + f'<div class="seq">{seq}</div></div>'
     )
 
@@ -149,6 +155,29 @@ def _table_html(table: dict, counts: dict[str, int] | None = None) -> str:
     return f'<p class="seq">{html.escape(POOLED_NOTE)}</p><div class="panels">{"".join(out)}</div>'
 
 
+def _words_html(words: dict[str, dict]) -> str:
+    """The word-level panels, one per task that labels error spans."""
+    out = []
+    for task, rows in words.items():
+        if not rows:
+            continue
+        best = {m: max(rows, key=lambda e: rows[e][m]) for m in WORD_COLUMNS}
+        head = "".join(f"<th>{WORD_LABELS[m]}</th>" for m in WORD_COLUMNS)
+        body = "".join(
+            f"<tr><td>{html.escape(est)}</td>"
+            + "".join((BEST_CELL if best[m] == est else "<td>") + f"{v[m]:.3f}</td>" for m in WORD_COLUMNS)
+            + "</tr>"
+            for est, v in rows.items()
+        )
+        out.append(
+            f'<div class="panel"><h3>{html.escape(task)}, word level</h3><table class="metrics">'
+            f"<tr><th>token estimator</th>{head}</tr>{body}</table></div>"
+        )
+    if not out:
+        return ""
+    return f'<p class="seq">{html.escape(WORD_NOTE)}</p><div class="panels">{"".join(out)}</div>'
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f'<img class="plot" alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
@@ -162,16 +191,21 @@ def render_page(
     plots: dict[str, list[Path]],
     n=10,
     decode=None,
+    words: dict[str, dict] | None = None,
 ) -> str:
     """The page. `decode` (token ids -> text, the tokenizer's) joins characters split over byte-level
-    tokens; without it each token shows as decoded alone."""
+    tokens; without it each token shows as decoded alone. `words`: the word-level figures of the
+    tasks that label error spans (`report.words.word_level_rows`)."""
     legend = "".join(f'<span style="background:{colour(p)}">{p:.1f}</span>' for p in np.linspace(0, 1, 11))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>",
         _table_html(table, {ts.task: ts.quality.size for ts in tasks}),
         "".join(_img(p) for p in plots.get("", [])),
-        f'<p class="legend">Token colour = probability: {legend}. Hover a token for every estimator.</p>',
+        _words_html(words or {}),
+        f'<p class="legend">Token colour = probability: {legend}. Hover a token for every estimator. '
+        '<span class="t bad" style="width:auto">Wavy red underline</span>: the labelled error span '
+        "(the swapped fact, the wrong entity).</p>",
     ]
     for ts in tasks:
         parts.append(f"<h2>{html.escape(ts.task)}</h2>")
