@@ -260,7 +260,8 @@ def test_word_level_rows_and_the_underlined_error_span():
         softmax = [0.9, 0.8, 0.9, 0.6, 0.9]
         out = Judged(response="".join(text), confidence=0.5, estimator="sigmoid_mean")
         out["tokens"] = {"text": text, "sigmoid": sigmoid, "softmax": softmax}
-        doc = {"prompt": f"Q{i}", "sentence": "".join(text), "faithful": int(not altered), "fact_span": [12, 17],
+        doc = {"prompt": f"Q{i}", "sentence": "".join(text), "faithful": int(not altered),
+               "fact_span": [12, 17],
                "fact": text[3].strip(), "split": "dev" if i < 12 else "test"}  # fmt: skip
         records.append({"doc_id": i, "doc": doc, "filter": "sigmoid_mean", "filtered_resps": [out],
                         "prr": (0.5, float(not altered))})  # fmt: skip
