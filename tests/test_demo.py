@@ -96,3 +96,7 @@ def test_demo_runs_the_offline_tasks_on_the_default_model(tmp_path, capsys):
     assert "sighead_wiki_facts_reliability.png" in pngs
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs) and "Sigmoid Head" in page
+    # the word level: a panel for each task that labels its errors, the labelled span underlined
+    for task in ("wiki_facts", "geo_paraphrase"):
+        assert f"{task}, word level" in printed and f"### sighead_{task}, word level" in table
+    assert "geo_qa, word level" not in printed and page.count('class="t bad"') > 1

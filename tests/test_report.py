@@ -272,7 +272,9 @@ def test_word_level_rows_and_the_underlined_error_span():
     assert rows["softmax"]["bad_auroc"] < rows["sigmoid"]["bad_auroc"]
     assert bad_tokens(ts.docs[1], ts.tokens[1]["text"], ts.responses[1]) == {3}
     assert bad_tokens(ts.docs[0], ts.tokens[0]["text"], ts.responses[0]) == set()
-    assert "sigmoid" in word_table_text("wiki_facts", rows)
+    panel = word_table_text("sighead_wiki_facts", rows)
+    assert panel.startswith("wiki_facts, word level") and "sigmoid" in panel
+    assert max(map(len, panel.splitlines())) < 80
     page = render_page("demo", "intro", {"tasks": [], "columns": [], "rows": {}, "best": {}}, [ts], {},
                        n=4, words={"sighead_wiki_facts": rows})  # fmt: skip
     assert (

@@ -68,13 +68,14 @@ def word_level_rows(ts: TaskSamples) -> dict[str, dict[str, float]]:
 
 
 def word_table_text(task: str, rows: dict[str, dict[str, float]]) -> str:
-    """A terminal panel: estimators down, the word-level figures across, the best marked with *."""
+    """A terminal panel under 80 columns: estimators down, the word-level figures across, the best
+    marked with *."""
     best = {m: max(rows, key=lambda e: rows[e][m]) for m in WORD_COLUMNS}
-    head = f"{task} (word level)".ljust(14) + "".join(f"{WORD_LABELS[m]:>13}" for m in WORD_COLUMNS)
-    lines = [head, "-" * len(head)]
+    head = "estimator".ljust(12) + "".join(f"{WORD_LABELS[m]:>13}" for m in WORD_COLUMNS)
+    lines = [f"{task.removeprefix('sighead_')}, word level", head, "-" * len(head)]
     for est, values in rows.items():
         cells = "".join(f"{values[m]:>12.3f}{'*' if best[m] == est else ' '}" for m in WORD_COLUMNS)
-        lines.append(est.ljust(14) + cells)
+        lines.append(est.ljust(12) + cells)
     return "\n".join(lines)
 
 
