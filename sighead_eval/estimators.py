@@ -70,6 +70,9 @@ RIVAL_CONFIDENCES = tuple(
 GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")
 BINARY_METRICS = ("auroc", "ap", "prr", "prr_50", "aurc")
 CALIBRATION_METRICS = ("brier", "ece", "bce")
+#: Selective generation: the test half's coverage at the threshold chosen on the dev half with a
+#: guaranteed selective risk of at most 5 / 10 / 20 % (probability 0.9; `sighead_eval.selective`).
+COVERAGE_METRICS = ("coverage_at_risk_05", "coverage_at_risk_10", "coverage_at_risk_20")
 METRICS = tuple(dict.fromkeys(GRADED_METRICS + BINARY_METRICS + CALIBRATION_METRICS))
 LOWER_IS_BETTER = frozenset({"aurc", "brier", "ece", "bce"})
 

@@ -102,7 +102,9 @@ def test_templates_list_every_estimator_and_metric(template):
     assert [f["filter"][0]["estimator"] for f in cfg["filter_list"]] == list(names)
     metrics = [m["metric"] for m in cfg["metric_list"]]
     expected = (
-        E.GRADED_METRICS if "graded" in template else ("acc", *E.BINARY_METRICS, *E.CALIBRATION_METRICS)
+        E.GRADED_METRICS
+        if "graded" in template
+        else ("acc", *E.BINARY_METRICS, *E.CALIBRATION_METRICS, *E.COVERAGE_METRICS)
     )
     assert metrics == list(expected)
     for m in cfg["metric_list"]:
@@ -696,3 +698,23 @@ def test_abstention_in_the_lm_eval_model_marks_outputs_and_keeps_stock_texts_wit
 def test_task_hooks_name_a_missing_task_folder():
     with pytest.raises(FileNotFoundError, match="no task folder 'sighead_nope' with a utils.py; known: "):
         task_hooks("sighead_nope")
+
+
+def test_coverage_at_risk_is_an_lm_eval_metric_calibrated_on_dev(tiny, task_manager):
+    """`coverage_at_risk_{05,10,20}`: the test half's coverage at the Learn-then-Test threshold
+    chosen on the dev half, the same figure `sighead_eval.selective.evaluate` gives on the samples;
+    only for confidences that are probabilities."""
+    from sighead_eval import selective
+
+    task = "sighead_geo_paraphrase"
+    out = evaluate(tiny, task_manager, [task], limit=60)
+    res = out["results"][task]
+    assert "coverage_at_risk_10,sigmoid_prod" in res and "coverage_at_risk_10,entropy_mean" not in res
+    rows = [s for s in out["samples"][task] if s["filter"] == "softmax_mean"]
+    items = [tuple(s["coverage_at_risk_20"]) for s in rows]
+    assert {s for _, _, s in items} == {"dev", "test"}
+    dev = [(c, 1 - q) for c, q, s in items if s == "dev"]
+    test = [(c, 1 - q) for c, q, s in items if s == "test"]
+    expected = selective.evaluate(tuple(zip(*dev)), tuple(zip(*test)), alpha=0.2, delta=0.1)["test_coverage"]
+    assert res["coverage_at_risk_20,softmax_mean"] == pytest.approx(expected)
+    assert 0.0 <= res["coverage_at_risk_05,softmax_mean"] <= res["coverage_at_risk_20,softmax_mean"] <= 1.0

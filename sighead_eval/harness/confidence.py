@@ -23,6 +23,7 @@ from .. import metrics as core
 from ..estimators import (
     BINARY_METRICS,
     CALIBRATION_METRICS,
+    COVERAGE_METRICS,
     GRADED_METRICS,
     PROBABILITIES,
     check_confidence,
@@ -83,9 +84,9 @@ class Confidence:
         self.tokens = bool(tokens)
 
     def apply(self, resps, docs):
-        return [self._one(r) for r in resps]
+        return [self._one(r, d) for r, d in zip(resps, docs)]
 
-    def _one(self, outputs):
+    def _one(self, outputs, doc=None):
         if not outputs:
             raise ValueError("a sample has no model output to take a confidence from")
         out = outputs[0]
@@ -105,6 +106,8 @@ class Confidence:
             n_tokens=scores["n_tokens"],
             empty_response=scores["empty_response"],
         )
+        if isinstance(doc, dict) and doc.get("split") in ("dev", "test"):
+            result["split"] = doc["split"]  # the coverage metrics calibrate on dev, measure on test
         if self.tokens:
             result["tokens"] = scores["tokens"]
         return result
@@ -126,6 +129,8 @@ def binary_results(results: Sequence[dict], correct: bool) -> dict[str, Any]:
     out.update({m: pair for m in BINARY_METRICS})
     if item["probability"]:
         out.update({m: pair for m in CALIBRATION_METRICS})
+        if item.get("split"):
+            out.update({m: (*pair, item["split"]) for m in COVERAGE_METRICS})
     return out
 
 
@@ -170,3 +175,33 @@ bce = _guarded("bce", core.FUNCTIONS["bce"])
 pearson = _guarded("pearson", core.FUNCTIONS["pearson"])
 spearman = _guarded("spearman", core.FUNCTIONS["spearman"])
 kendall = _guarded("kendall", core.FUNCTIONS["kendall"])
+
+
+def _coverage_at_risk(alpha: float, name: str):
+    """Test-half coverage at the Learn-then-Test threshold chosen on the dev half for selective
+    risk (the share of wrong outputs kept) at most `alpha` with probability 0.9. Items are
+    `(confidence, correct, split)`. Coverage 0 when no threshold is valid (too few dev outputs)."""
+
+    def aggregate(items) -> float:
+        from ..selective import evaluate as selective_evaluate
+
+        rows = [(float(c), float(q), s) for c, q, s in items]
+        dev = [(c, 1.0 - q) for c, q, s in rows if s == "dev"]
+        test = [(c, 1.0 - q) for c, q, s in rows if s == "test"]
+        if not dev or not test:
+            warnings.warn(
+                f"{name} needs a dev and a test half ({len(dev)} dev, {len(test)} test samples); "
+                "reported as NaN",
+                stacklevel=2,
+            )
+            return math.nan
+        report = selective_evaluate(tuple(zip(*dev)), tuple(zip(*test)), alpha=alpha, delta=0.1)
+        return float(report["test_coverage"])
+
+    aggregate.__name__ = aggregate.__qualname__ = name
+    return aggregate
+
+
+coverage_at_risk_05 = _coverage_at_risk(0.05, "coverage_at_risk_05")
+coverage_at_risk_10 = _coverage_at_risk(0.10, "coverage_at_risk_10")
+coverage_at_risk_20 = _coverage_at_risk(0.20, "coverage_at_risk_20")
