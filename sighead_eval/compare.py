@@ -45,6 +45,7 @@ from .estimators import (
 from .files import check_output_dir, write_atomic
 from .models import ModelOptions
 from .report.samples import TaskSamples, judged, task_samples
+from .report.words import word_comparison, word_comparison_lines
 from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, split_indices
 
 METRICS = ("auroc", "prr")
@@ -173,6 +174,7 @@ def subset(ts: TaskSamples, split: str) -> TaskSamples:
         ts.quality[keep],
         {e: v[keep] for e, v in ts.confidence.items()},
         [r for r, k in zip(ts.responses, keep) if k] if ts.responses else [],
+        [t for t, k in zip(ts.tokens, keep) if k] if ts.tokens else [],
     )
 
 
@@ -602,6 +604,7 @@ def markdown(report: dict) -> str:
             *calibration_table(report),
             "",
             *selective_table(report),
+            *word_comparison_lines(report.get("words", {})),
             *error_table(report),
             "## Exploration (test half, every head aggregation against every baseline, not corrected)",
         ]
@@ -691,7 +694,15 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
             values = [confidence(r.sequence_scores(), len(r.token_ids), e) for r in scored]
             if all(v is not None for v in values):
                 confs[e] = np.array(values, dtype=float)
-        out.append(TaskSamples(name, base.docs, base.quality, confs, [r.response for r in scored]))
+        tokens = [
+            {
+                "text": r.tokens,
+                **{e: np.exp(r.log_scores[e]).tolist() for e in r.estimators},
+                "entropy": r.entropy.tolist(),
+            }
+            for r in scored
+        ]  # what the word-level comparison reads
+        out.append(TaskSamples(name, base.docs, base.quality, confs, [r.response for r in scored], tokens))
     return out
 
 
@@ -765,6 +776,7 @@ def run_compare(
             ts.task: calibration(subset(ts, "dev"), subset(ts, "test")) for ts in per_task
         }
         report["selective"] = selective_section(per_task)
+        report["words"] = word_comparison(per_task, bootstrap, seed)
         per_task = [subset(ts, "test") for ts in per_task]
     report["tasks"] = [compare_task(ts, bootstrap, seed) for ts in per_task]
     errors = {ts.task: error_breakdown(ts) for ts in per_task}

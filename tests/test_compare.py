@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -393,3 +394,49 @@ def test_compare_both_reports_coverage_at_the_quoted_risks():
     import json
 
     json.dumps(section, allow_nan=False)  # plain JSON: no inf or NaN
+
+
+def word_samples(n_pairs=60, seed=0):
+    """Sentences and their altered copies with token scores: the head low on the swapped token,
+    the softmax and the rest noise."""
+    from sighead_eval.harness.data import split_of
+
+    rng = np.random.default_rng(seed)
+    docs, quality, tokens, responses = [], [], [], []
+    for i in range(n_pairs):
+        for faithful in (1, 0):
+            text = ["The", " year", " was", " 1707", "."]
+            bad = 3
+            sig = list(0.6 + 0.3 * rng.random(5))
+            if not faithful:
+                sig[bad] = 0.2 * rng.random()
+            tok = {"text": text, "sigmoid": sig, "entropy": list(rng.random(5))}
+            for e in ("softmax", "boostedprob", "ceiling"):
+                tok[e] = list(rng.random(5))
+            tok["hybrid"] = [a * b for a, b in zip(sig, tok["ceiling"])]
+            split = split_of(f"words/{i}")
+            docs.append({"id": f"s{i}#{faithful}", "type": "year", "pair": f"s{i}", "split": split,
+                         "faithful": faithful, "fact_span": [12, 17]})  # fmt: skip
+            quality.append(float(faithful))
+            tokens.append(tok)
+            responses.append("".join(text))
+    q = np.array(quality)
+    return TaskSamples("sighead_wiki_facts", docs, q, {"sigmoid_mean": q}, responses, tokens)
+
+
+def test_the_word_level_comparison_chooses_its_rival_on_dev_and_corrects_each_family():
+    from sighead_eval.report.words import WORD_RIVALS, word_comparison, word_comparison_lines
+
+    section = word_comparison([word_samples(), halves()], iters=200)  # the second labels no spans
+    (task,) = section["tasks"]
+    assert task["task"] == "sighead_wiki_facts" and task["baseline"] in WORD_RIVALS
+    assert task["table"]["sigmoid"]["bad_auroc"] > 0.95 and task["table"]["softmax"]["bad_auroc"] < 0.8
+    (head,) = section["families"]["head"]
+    assert head["verdict"] == "head better" and head["p_holm"] < 0.05 and head["low"] > 0
+    (ceiling,) = section["families"]["ceiling"]
+    assert ceiling["verdict"] == "no significant difference"  # noise against noise
+    text = "\n".join(word_comparison_lines(section))
+    assert "## Word level" in text and "`sigmoid` minus" in text and " B |" in text
+    json.dumps(section, allow_nan=False)
+    assert word_comparison([halves()]) == {"alpha": 0.05, "metric": "bad_auroc", "tasks": [],
+                                           "families": {"head": [], "ceiling": [], "hybrid": []}}  # fmt: skip

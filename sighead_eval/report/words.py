@@ -9,6 +9,8 @@ half, figures on the test half.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import spans as S
 from .samples import TaskSamples
 
@@ -91,3 +93,132 @@ def word_table_markdown(task: str, rows: dict[str, dict[str, float]]) -> str:
         cells = [f"**{values[m]:.3f}**" if best[m] == est else f"{values[m]:.3f}" for m in WORD_COLUMNS]
         out.append(f"| {est} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+# -- the pre-registered word-level comparison (`compare --split both`) --------------------------------
+#: The rivals of the head at word level (the token estimators that need no head), the roles
+#: compared with the best of them on dev, and the one tested metric (threshold-free).
+WORD_RIVALS = ("softmax", "boostedprob", "entropy")
+WORD_ROLES = {"head": "sigmoid", "ceiling": "ceiling", "hybrid": "hybrid"}
+WORD_TESTED = "bad_auroc"
+
+
+def _records(ts: TaskSamples, est: str) -> list[dict]:
+    spans = [error_spans(d) for d in ts.docs]
+    out = []
+    for doc, span, tok, response in zip(ts.docs, spans, ts.tokens, ts.responses):
+        scores = [-v for v in tok[est]] if est == "entropy" else tok[est]
+        out.append(S.span_record(response, tok["text"], scores, doc.get("split", "test"), span, est))
+    return out
+
+
+def _bad_auroc(records: list[dict]) -> float:
+    from .. import metrics as core
+
+    scores = np.concatenate([r["scores"] for r in records])
+    bad = np.concatenate([r["bad"] for r in records])
+    return float(core.auroc(-scores, bad))
+
+
+def word_comparison(
+    per_task: list[TaskSamples], iters: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict:
+    """Per task that labels error spans: the rival token estimator with the best dev BAD ROC-AUC;
+    on the test half, every token estimator's BAD ROC-AUC, BAD AP, MCC and F1-MULT (thresholds
+    from dev); and for the head, the ceiling and the hybrid, the paired bootstrap difference in BAD
+    ROC-AUC from the rival (outputs resampled, a sentence and its altered copy together), each
+    role a family Holm-corrected over the tasks. Tasks without token scores are left out."""
+    from .. import metrics as core
+
+    tasks, families = [], {role: [] for role in WORD_ROLES}
+    for ts in per_task:
+        if not ts.docs or any(error_spans(d) is None for d in ts.docs) or not ts.tokens:
+            continue
+        ests = [e for e in S.SPAN_ESTIMATORS if all(t.get(e) is not None for t in ts.tokens)]
+        records = {e: _records(ts, e) for e in ests}
+        dev = [i for i, d in enumerate(ts.docs) if d.get("split") == "dev"]
+        test = [i for i, d in enumerate(ts.docs) if d.get("split") == "test"]
+        if not dev or not test:
+            continue
+        rivals = [e for e in WORD_RIVALS if e in records]
+        rival = max(rivals, key=lambda e: _bad_auroc([records[e][i] for i in dev]))
+        table = {
+            e: {
+                m: float(S.span_metric(m, records[e]))
+                for m in ("bad_auroc", "bad_ap", "mcc", "f1_mult", "span_f1")
+            }
+            for e in ests
+        }
+        units: dict = {}
+        for i in test:
+            units.setdefault(ts.docs[i].get("pair", i), []).append(i)
+        groups = list(units.values())
+        rng = np.random.default_rng(seed)
+        draws = [
+            np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
+            for _ in range(iters)
+        ]
+        boot_rival = np.array([_bad_auroc([records[rival][i] for i in idx]) for idx in draws])
+        for role, est in WORD_ROLES.items():
+            if est not in records:
+                continue
+            boot = np.array([_bad_auroc([records[est][i] for i in idx]) for idx in draws]) - boot_rival
+            diff = table[est]["bad_auroc"] - table[rival]["bad_auroc"]
+            families[role].append(
+                {"task": ts.task, "estimator": est, "baseline": rival, "diff": float(diff),
+                 "p": core.bootstrap_p_value(boot), "_boot": boot}
+            )  # fmt: skip
+        tasks.append({"task": ts.task, "baseline": rival, "n_test": len(test), "table": table})
+    for role, rows in families.items():
+        adjusted = core.holm([r["p"] for r in rows]) if rows else []
+        level = alpha / max(len(rows), 1)
+        for r, p_adj in zip(rows, adjusted):
+            boot = r.pop("_boot")
+            r["low"], r["high"] = (
+                float(x) for x in np.nanpercentile(boot, [100 * level / 2, 100 * (1 - level / 2)])
+            )
+            r["p_holm"] = float(p_adj)
+            better = p_adj < alpha and r["diff"] > 0
+            r["verdict"] = (
+                f"{role} better"
+                if better
+                else f"{role} worse"
+                if p_adj < alpha
+                else "no significant difference"
+            )
+    return {"alpha": alpha, "metric": WORD_TESTED, "tasks": tasks, "families": families}
+
+
+def word_comparison_lines(section: dict) -> list[str]:
+    """The word-level section of a report: a table per task (test half), then each family's tests."""
+    if not section or not section.get("tasks"):
+        return []
+    lines = [
+        "## Word level (test half; thresholds and the rival chosen on dev)",
+        "",
+        "Which tokens are wrong: the swapped fact, the wrong entity. The rival (B) is the token "
+        "estimator without a head with the best dev BAD ROC-AUC; the head (`sigmoid`), its ceiling "
+        "and the hybrid are each compared with it in BAD ROC-AUC (paired bootstrap over outputs, "
+        "Holm-Bonferroni over the tasks, each family on its own). MCC, F1-MULT and span F1 at "
+        "thresholds chosen on dev.",
+        "",
+    ]
+    for t in section["tasks"]:
+        lines += [
+            f"| {t['task']} ({t['n_test']} test outputs) | "
+            + " | ".join(WORD_LABELS[m] for m in WORD_COLUMNS)
+            + " |"
+        ]
+        lines.append("|---" * (len(WORD_COLUMNS) + 1) + "|")
+        for est, row in t["table"].items():
+            mark = " B" if est == t["baseline"] else ""
+            lines.append(f"| {est}{mark} | " + " | ".join(f"{row[m]:.3f}" for m in WORD_COLUMNS) + " |")
+        lines.append("")
+    for rows in section["families"].values():
+        for r in rows:
+            interval = f"[{r['low']:+.3f}, {r['high']:+.3f}]"
+            lines.append(
+                f"- {r['task']}, BAD ROC-AUC: `{r['estimator']}` minus `{r['baseline']}` = {r['diff']:+.3f} "
+                f"(interval {interval}; Holm-adjusted p = {r['p_holm']:.3f}): {r['verdict']}."
+            )
+    return lines + [""]
