@@ -45,7 +45,7 @@ from .estimators import (
 from .files import check_output_dir, write_atomic
 from .models import ModelOptions
 from .report.samples import TaskSamples, judged, task_samples
-from .report.words import word_comparison, word_comparison_lines
+from .report.words import word_comparison, word_comparison_lines, word_headline_lines
 from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, split_indices
 
 METRICS = ("auroc", "prr")
@@ -478,6 +478,7 @@ def headline_block(report: dict, compact: bool = False) -> str:
                     "",
                     *(f"- {label}: {significant_summary(report, name)}" for name, label in families),
                     "",
+                    *word_headline_lines(report.get("words", {})),
                     HEADLINE_END,
                 ]
             )
@@ -496,6 +497,7 @@ def headline_block(report: dict, compact: bool = False) -> str:
         *(f"- {line}" for line in preregistered_sentences(report)),
         "",
         *_family_lines(report),
+        *word_headline_lines(report.get("words", {})),
         HEADLINE_END,
     ]
     return "\n".join(lines) + "\n"

@@ -425,7 +425,12 @@ def word_samples(n_pairs=60, seed=0):
 
 
 def test_the_word_level_comparison_chooses_its_rival_on_dev_and_corrects_each_family():
-    from sighead_eval.report.words import WORD_RIVALS, word_comparison, word_comparison_lines
+    from sighead_eval.report.words import (
+        WORD_RIVALS,
+        word_comparison,
+        word_comparison_lines,
+        word_headline_lines,
+    )
 
     section = word_comparison([word_samples(), halves()], iters=200)  # the second labels no spans
     (task,) = section["tasks"]
@@ -438,5 +443,9 @@ def test_the_word_level_comparison_chooses_its_rival_on_dev_and_corrects_each_fa
     text = "\n".join(word_comparison_lines(section))
     assert "## Word level" in text and "`sigmoid` minus" in text and " B |" in text
     json.dumps(section, allow_nan=False)
+    headline = "\n".join(word_headline_lines(section))
+    assert "| token estimator | wiki_facts: BAD ROC-AUC | wiki_facts: MCC |" in headline
+    assert f"- `sigmoid`: wiki_facts {head['diff']:+.3f} (head better" in headline
+    assert word_headline_lines({}) == []
     assert word_comparison([halves()]) == {"alpha": 0.05, "metric": "bad_auroc", "tasks": [],
                                            "families": {"head": [], "ceiling": [], "hybrid": []}}  # fmt: skip

@@ -222,3 +222,41 @@ def word_comparison_lines(section: dict) -> list[str]:
                 f"(interval {interval}; Holm-adjusted p = {r['p_holm']:.3f}): {r['verdict']}."
             )
     return lines + [""]
+
+
+def word_headline_lines(section: dict) -> list[str]:
+    """The word level in a headline: every token estimator's test-half BAD ROC-AUC and MCC per task
+    (B: the rival chosen on dev), and each family's tests in one line each."""
+    if not section or not section.get("tasks"):
+        return []
+    tasks = section["tasks"]
+    short = [t["task"].removeprefix("sighead_") for t in tasks]
+    head = "| token estimator | " + " | ".join(f"{s}: BAD ROC-AUC | {s}: MCC" for s in short) + " |"
+    counts = ", ".join(f"{s} {t['n_test']} outputs" for s, t in zip(short, tasks))
+    lines = [
+        "Word level (which tokens are wrong: the swapped fact, the wrong entity), test halves "
+        f"({counts}); MCC at a threshold chosen on dev:",
+        "",
+        head,
+        "|---" * (1 + 2 * len(tasks)) + "|",
+    ]
+    for est in tasks[0]["table"]:
+        cells = []
+        for t in tasks:
+            row = t["table"].get(est)
+            mark = " B" if est == t["baseline"] else ""
+            cells += ["–", "–"] if row is None else [f"{row['bad_auroc']:.3f}{mark}", f"{row['mcc']:.3f}"]
+        lines.append(f"| {est} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "BAD ROC-AUC against B (paired bootstrap, Holm-Bonferroni over the tasks, each family on its own):",
+        "",
+    ]
+    for role, rows in section["families"].items():
+        if rows:
+            parts = "; ".join(
+                f"{r['task'].removeprefix('sighead_')} {r['diff']:+.3f} ({r['verdict']}, p {r['p_holm']:.3f})"
+                for r in rows
+            )
+            lines.append(f"- `{WORD_ROLES[role]}`: {parts}.")
+    return lines + [""]
