@@ -168,10 +168,21 @@ def train_variant(negatives: str, p: np.ndarray, seed: int = 0, steps: int = STE
     rows = training_records(p, per_context=400, seed=seed)
     with tempfile.TemporaryDirectory(prefix="sighead-mechanism-") as out:
         config = TrainConfig(
-            output_dir=out, negatives=negatives, chat_template=False, lr=LR, batch_size=128,
-            grad_accum=1, epochs=100, max_steps=steps, patience=10**6, dev_fraction=0.05, seed=seed,
+            output_dir=out,
+            negatives=negatives,
+            chat_template=False,
+            lr=LR,
+            batch_size=128,
+            grad_accum=1,
+            epochs=100,
+            max_steps=steps,
+            patience=10**6,
+            dev_fraction=0.05,
+            seed=seed,
             max_length=4,
-        )  # fmt: skip
+            eval_every=10**9,
+        )  # fmt: skip  (dev evaluations at epoch ends only, as the experiment's figures were made:
+        # the converged head is the point, not the best by dev BCE among frequent evaluations)
         trainer = Trainer(config, model, tokenizer, records=rows, progress=False)
         trainer.train()
         return estimator_scores(trainer.peft_model, p)
