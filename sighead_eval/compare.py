@@ -297,21 +297,7 @@ def _dev_chosen_family(per_task: list[TaskSamples], role: str, iters: int, seed:
                 {"task": ts.task, "metric": m, "head": head, "baseline": rival, "diff": float(point),
                  "p": core.bootstrap_p_value(diffs), "_boot": diffs}
             )  # fmt: skip
-    adjusted = core.holm([r["p"] for r in rows]) if rows else []
-    level = ALPHA / max(len(rows), 1)
-    for r, p_adj in zip(rows, adjusted):
-        boot = r.pop("_boot")
-        r["low"], r["high"] = (
-            float(x) for x in np.nanpercentile(boot, [100 * level / 2, 100 * (1 - level / 2)])
-        )
-        r["p_holm"] = p_adj
-        r["verdict"] = (
-            f"{role} better"
-            if p_adj < ALPHA and r["diff"] > 0
-            else f"{role} worse"
-            if p_adj < ALPHA
-            else "no significant difference"
-        )
+    core.correct_family(rows, role, ALPHA)
     return {"alpha": ALPHA, "comparisons": len(rows), "rows": rows}
 
 

@@ -371,3 +371,24 @@ def bootstrap_p_value(differences: np.ndarray) -> float:
         return math.nan
     share = min(np.mean(d <= 0), np.mean(d >= 0))
     return float(min(1.0, max(2 * share, 1.0 / d.size)))
+
+
+def correct_family(rows: list[dict], role: str, alpha: float = 0.05) -> list[dict]:
+    """Completes a family of bootstrap comparisons in place: each row's `p` (from its `_boot`
+    resampled differences, removed here) is Holm-adjusted over the family (`p_holm`), its interval
+    is at the Bonferroni level (`low`, `high`), and its `verdict` names `role` better, worse or
+    not significantly different."""
+    adjusted = holm([r["p"] for r in rows]) if rows else []
+    level = alpha / max(len(rows), 1)
+    for r, p_adj in zip(rows, adjusted):
+        boot = r.pop("_boot")
+        r["low"], r["high"] = (
+            float(x) for x in np.nanpercentile(boot, [100 * level / 2, 100 * (1 - level / 2)])
+        )
+        r["p_holm"] = p_adj
+        significant = p_adj < alpha
+        r["verdict"] = (
+            f"{role} better" if significant and r["diff"] > 0 else f"{role} worse" if significant
+            else "no significant difference"
+        )  # fmt: skip
+    return rows

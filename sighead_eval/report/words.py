@@ -170,22 +170,7 @@ def word_comparison(
             )  # fmt: skip
         tasks.append({"task": ts.task, "baseline": rival, "n_test": len(test), "table": table})
     for role, rows in families.items():
-        adjusted = core.holm([r["p"] for r in rows]) if rows else []
-        level = alpha / max(len(rows), 1)
-        for r, p_adj in zip(rows, adjusted):
-            boot = r.pop("_boot")
-            r["low"], r["high"] = (
-                float(x) for x in np.nanpercentile(boot, [100 * level / 2, 100 * (1 - level / 2)])
-            )
-            r["p_holm"] = float(p_adj)
-            better = p_adj < alpha and r["diff"] > 0
-            r["verdict"] = (
-                f"{role} better"
-                if better
-                else f"{role} worse"
-                if p_adj < alpha
-                else "no significant difference"
-            )
+        core.correct_family(rows, role, alpha)
     return {"alpha": alpha, "metric": WORD_TESTED, "tasks": tasks, "families": families}
 
 
