@@ -124,20 +124,15 @@ def frozen_pass(
     base = unwrap(model)
     device = input_device(model)
     ids, mask = right_pad(sequences, pad)
-    if positions is None or all(p is None for p in positions):
-        b_idx = torch.cat([torch.full((len(s) - st,), b) for b, (s, st) in enumerate(zip(sequences, starts))])
-        t_idx = torch.cat([torch.arange(st - 1, len(s) - 1) for s, st in zip(sequences, starts)])
-        targets = ids[b_idx, t_idx + 1]
-        counts = [len(s) - st for s, st in zip(sequences, starts)]
-    else:
-        scored = [
-            torch.arange(st, len(s)) if p is None else torch.as_tensor(p, dtype=torch.long)
-            for s, st, p in zip(sequences, starts, positions)
-        ]
-        b_idx = torch.cat([torch.full((len(p),), b, dtype=torch.long) for b, p in enumerate(scored)])
-        t_idx = torch.cat(scored) - 1
-        targets = ids[b_idx, t_idx + 1]
-        counts = [len(p) for p in scored]
+    positions = positions if positions is not None else [None] * len(sequences)
+    scored = [  # the scored indices of each sequence
+        torch.arange(st, len(s)) if p is None else torch.as_tensor(p, dtype=torch.long)
+        for s, st, p in zip(sequences, starts, positions)
+    ]
+    b_idx = torch.cat([torch.full((len(p),), b, dtype=torch.long) for b, p in enumerate(scored)])
+    t_idx = torch.cat(scored) - 1  # the position that predicts each scored token
+    targets = ids[b_idx, t_idx + 1]
+    counts = [len(p) for p in scored]
     body = getattr(base, "base_model", None)
     fast = (
         getattr(base, _FAST_OK, None) is not False

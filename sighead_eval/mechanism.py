@@ -180,9 +180,10 @@ def train_variant(negatives: str, p: np.ndarray, seed: int = 0, steps: int = STE
             dev_fraction=0.05,
             seed=seed,
             max_length=4,
+            # dev evaluations at epoch ends only, as the experiment's figures were made: the
+            # converged head is the point, not the best by dev BCE among frequent evaluations
             eval_every=10**9,
-        )  # fmt: skip  (dev evaluations at epoch ends only, as the experiment's figures were made:
-        # the converged head is the point, not the best by dev BCE among frequent evaluations)
+        )
         trainer = Trainer(config, model, tokenizer, records=rows, progress=False)
         trainer.train()
         return estimator_scores(trainer.peft_model, p)

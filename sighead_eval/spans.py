@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .estimators import TOKEN_ESTIMATORS
+
 REPLACEMENT = "\ufffd"
 THRESHOLDS = 20  # the authors' grid: np.linspace(min, max, 20)
 
@@ -131,7 +133,18 @@ def tune_threshold(scores, objective: Callable[[float], float]) -> float:
 
 # -- per-output records and the dev-tuned metrics over them ------------------------------------------
 #: Per-token confidences a span task compares: the token estimators, and the entropy (negated).
-SPAN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid", "entropy")
+SPAN_ESTIMATORS = (*TOKEN_ESTIMATORS, "entropy")
+
+
+def token_confidences(tokens: dict, estimator: str) -> list[float] | None:
+    """One output's per-token confidences under `estimator` from its logged token scores (higher =
+    more confident: the entropy negated); None where the estimator was not computed."""
+    values = tokens.get(estimator)
+    if values is None or estimator != "entropy":
+        return values
+    return [-v for v in values]
+
+
 #: Character-level span metrics (threshold by span F1 on dev); the WMT word-level QE metrics on
 #: tokens (threshold by MCC on dev) and the threshold-free ROC-AUC and AP of finding BAD tokens;
 #: the same on words (`word_*`: a word is BAD when any of its tokens is, and scores the product of

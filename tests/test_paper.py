@@ -301,7 +301,3 @@ def test_the_word_level_tasks_run_in_lm_eval(tiny_dir, task_manager, task):
         for m in H.SPAN_METRICS:
             assert f"{m},{e}" in res, (m, e)
     assert 0 <= res["bad_auroc,sigmoid"] <= 1 and 0 <= res["word_bad_auroc,softmax"] <= 1
-
-
-def test_the_span_estimators_are_the_token_estimators_and_the_entropy():
-    assert S.SPAN_ESTIMATORS == (*E.TOKEN_ESTIMATORS, "entropy")

@@ -9,6 +9,15 @@ import unicodedata
 from pathlib import Path
 
 TASK_MARKER = "sighead_geo_qa"  # a task folder every copy of the tasks has
+#: Language names of the WMT language codes, for the translation tasks' prompts.
+LANGUAGES = {
+    "bn": "Bengali", "cs": "Czech", "de": "German", "en": "English", "et": "Estonian", "fi": "Finnish",
+    "fr": "French", "gu": "Gujarati", "ha": "Hausa", "hi": "Hindi", "hr": "Croatian", "is": "Icelandic",
+    "ja": "Japanese", "kk": "Kazakh", "km": "Khmer", "liv": "Livonian", "lt": "Lithuanian", "lv": "Latvian",
+    "pl": "Polish", "ps": "Pashto", "ru": "Russian", "sah": "Yakut", "ta": "Tamil", "tr": "Turkish",
+    "uk": "Ukrainian", "xh": "Xhosa", "zh": "Chinese", "zu": "Zulu", "he": "Hebrew", "iu": "Inuktitut",
+    "es": "Spanish",
+}  # fmt: skip
 
 
 def tasks_dir() -> Path:

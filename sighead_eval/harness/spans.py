@@ -40,11 +40,11 @@ class TokenScores:
                 "with `--model sighead` (e.g. `sighead-eval lm-eval --tasks ...`)"
             )
         tokens = scores["tokens"]
-        values = tokens.get(self.estimator)
-        if values is not None and self.estimator == "entropy":
-            values = [-v for v in values]
         return Judged(
-            response=scores["response"], scores=values, pieces=tokens["text"], estimator=self.estimator
+            response=scores["response"],
+            scores=S.token_confidences(tokens, self.estimator),
+            pieces=tokens["text"],
+            estimator=self.estimator,
         )
 
 

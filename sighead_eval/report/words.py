@@ -51,22 +51,42 @@ def bad_tokens(doc: dict, pieces: list[str], response: str) -> set[int]:
     return {i for i, (a, b) in enumerate(S.char_spans(pieces, response)) if chars[a:b].any()}
 
 
+def _labels_spans(ts: TaskSamples) -> bool:
+    """Whether a task's documents label error spans and its outputs carry token scores."""
+    spans = [error_spans(d) for d in ts.docs]
+    return bool(ts.docs) and all(s is not None for s in spans) and bool(ts.tokens)
+
+
+def _records(ts: TaskSamples, est: str) -> list[dict]:
+    """One `spans.span_record` per output of the task, for token estimator `est`."""
+    return [
+        S.span_record(
+            response,
+            tok["text"],
+            S.token_confidences(tok, est),
+            doc.get("split", "test"),
+            error_spans(doc),
+            est,
+        )
+        for doc, tok, response in zip(ts.docs, ts.tokens, ts.responses)
+    ]
+
+
+def _estimators(ts: TaskSamples) -> list[str]:
+    """The token estimators every output of the task logged (the head's are missing without one)."""
+    return [e for e in S.SPAN_ESTIMATORS if all(t.get(e) is not None for t in ts.tokens)]
+
+
+def _table(records: list[dict]) -> dict[str, float]:
+    return {m: float(S.span_metric(m, records)) for m in WORD_COLUMNS}
+
+
 def word_level_rows(ts: TaskSamples) -> dict[str, dict[str, float]]:
     """`{token estimator: {metric: value}}` for a task whose documents label error spans; `{}`
     for one that labels none or logged no token scores."""
-    spans = [error_spans(d) for d in ts.docs]
-    if not ts.docs or any(s is None for s in spans) or not all(t.get("text") is not None for t in ts.tokens):
+    if not _labels_spans(ts) or not all(t.get("text") is not None for t in ts.tokens):
         return {}
-    rows = {}
-    for est in S.SPAN_ESTIMATORS:
-        if any(t.get(est) is None for t in ts.tokens):
-            continue  # not computed (no head)
-        items = []
-        for doc, span, tok, response in zip(ts.docs, spans, ts.tokens, ts.responses):
-            scores = [-v for v in tok[est]] if est == "entropy" else tok[est]
-            items.append(S.span_record(response, tok["text"], scores, doc.get("split", "test"), span, est))
-        rows[est] = {m: float(S.span_metric(m, items)) for m in WORD_COLUMNS}
-    return rows
+    return {est: _table(_records(ts, est)) for est in _estimators(ts)}
 
 
 def word_table_text(task: str, rows: dict[str, dict[str, float]]) -> str:
@@ -103,15 +123,6 @@ WORD_ROLES = {"head": "sigmoid", "ceiling": "ceiling", "hybrid": "hybrid"}
 WORD_TESTED = "bad_auroc"
 
 
-def _records(ts: TaskSamples, est: str) -> list[dict]:
-    spans = [error_spans(d) for d in ts.docs]
-    out = []
-    for doc, span, tok, response in zip(ts.docs, spans, ts.tokens, ts.responses):
-        scores = [-v for v in tok[est]] if est == "entropy" else tok[est]
-        out.append(S.span_record(response, tok["text"], scores, doc.get("split", "test"), span, est))
-    return out
-
-
 def _bad_auroc(records: list[dict]) -> float:
     from .. import metrics as core
 
@@ -132,23 +143,16 @@ def word_comparison(
 
     tasks, families = [], {role: [] for role in WORD_ROLES}
     for ts in per_task:
-        if not ts.docs or any(error_spans(d) is None for d in ts.docs) or not ts.tokens:
+        if not _labels_spans(ts):
             continue
-        ests = [e for e in S.SPAN_ESTIMATORS if all(t.get(e) is not None for t in ts.tokens)]
-        records = {e: _records(ts, e) for e in ests}
+        records = {e: _records(ts, e) for e in _estimators(ts)}
         dev = [i for i, d in enumerate(ts.docs) if d.get("split") == "dev"]
         test = [i for i, d in enumerate(ts.docs) if d.get("split") == "test"]
         if not dev or not test:
             continue
         rivals = [e for e in WORD_RIVALS if e in records]
         rival = max(rivals, key=lambda e: _bad_auroc([records[e][i] for i in dev]))
-        table = {
-            e: {
-                m: float(S.span_metric(m, records[e]))
-                for m in ("bad_auroc", "bad_ap", "mcc", "f1_mult", "span_f1")
-            }
-            for e in ests
-        }
+        table = {e: _table(r) for e, r in records.items()}
         units: dict = {}
         for i in test:
             units.setdefault(ts.docs[i].get("pair", i), []).append(i)

@@ -30,12 +30,9 @@ import json
 from pathlib import Path
 
 from sighead_eval.harness.confidence import binary_results, graded_results
-from sighead_eval.harness.data import as_test_split, load_source, split_of
+from sighead_eval.harness.data import LANGUAGES, as_test_split, load_source, split_of
 from sighead_eval.harness.spans import span_results
 
-LANGUAGES = {"en": "English", "de": "German", "zh": "Chinese", "es": "Spanish", "cs": "Czech",
-             "ja": "Japanese", "ru": "Russian", "fr": "French", "uk": "Ukrainian", "hi": "Hindi",
-             "is": "Icelandic"}  # fmt: skip
 #: The authors' prompts (`prepare_data.example_to_chat_format`); the reply is " " + the output.
 TRANSLATE = "Translate the following text from {source} into {target}.\n{source}: {src}.\n{target}: "
 PARAPHRASE = 'What is a different but equivalent (paraphrase) way of saying: "{sentence}"?\n'

@@ -11,15 +11,8 @@ from __future__ import annotations
 import random
 
 from sighead_eval.harness.confidence import graded_results
-from sighead_eval.harness.data import as_test_split, load_source, split_of
+from sighead_eval.harness.data import LANGUAGES, as_test_split, load_source, split_of
 
-LANGUAGES = {
-    "bn": "Bengali", "cs": "Czech", "de": "German", "en": "English", "et": "Estonian", "fi": "Finnish",
-    "fr": "French", "gu": "Gujarati", "ha": "Hausa", "hi": "Hindi", "hr": "Croatian", "is": "Icelandic",
-    "ja": "Japanese", "kk": "Kazakh", "km": "Khmer", "liv": "Livonian", "lt": "Lithuanian", "lv": "Latvian",
-    "pl": "Polish", "ps": "Pashto", "ru": "Russian", "sah": "Yakut", "ta": "Tamil", "tr": "Turkish",
-    "uk": "Ukrainian", "xh": "Xhosa", "zh": "Chinese", "zu": "Zulu", "he": "Hebrew", "iu": "Inuktitut",
-}  # fmt: skip
 PROMPT = "Translate this {source} text into {target}:\n\n{src}"
 
 
