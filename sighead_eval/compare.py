@@ -227,13 +227,25 @@ def choose_on_dev(dev: TaskSamples) -> dict:
     }
 
 
+def twins(ts: TaskSamples, error: str) -> np.ndarray:
+    """Mask of the true outputs an error type is set against: those whose document names it as
+    their `twin` (a contradiction's true answer of the same construction) where any does, else
+    those that name no twin (a wrong entity's own fact, in its phrasings). So each error type meets
+    true answers of its own shapes, and answer length cannot separate them."""
+    true = np.array([d.get("error") == "none" for d in ts.docs], dtype=bool)
+    named = np.array([d.get("twin") for d in ts.docs], dtype=object)
+    own = true & (named == error)
+    return own if own.any() else true & np.array([n is None for n in named], dtype=bool)
+
+
 def error_breakdown(ts: TaskSamples) -> dict:
     """For tasks whose false outputs carry an `error` type (not 'none'): per error type, every
-    estimator's macro ROC-AUC and PRR over the true outputs and the false ones of that type."""
+    estimator's macro ROC-AUC and PRR over that type's false outputs and their true twins
+    (`twins`)."""
     errors = sorted({str(d.get("error")) for d in ts.docs if d.get("error") not in (None, "none")})
     out = {}
     for error in errors:
-        keep = np.array([d.get("error") in ("none", error) for d in ts.docs], dtype=bool)
+        keep = twins(ts, error) | np.array([d.get("error") == error for d in ts.docs], dtype=bool)
         part = TaskSamples(
             ts.task, [d for d, k in zip(ts.docs, keep) if k], ts.quality[keep],
             {e: v[keep] for e, v in ts.confidence.items()}, [],
@@ -347,7 +359,8 @@ def error_table(report: dict) -> list[str]:
     for task, table in report.get("errors", {}).items():
         errors = list(table)
         lines += [
-            f"## {_short(task)} by error type (test half: true outputs against the false ones of each type)",
+            f"## {_short(task)} by error type "
+            "(test half: the false outputs of each type against their true twins)",
             "",
         ]
         head = ["estimator"] + [f"{e}: {label}" for e in errors for label in ("ROC-AUC", "PRR")]

@@ -335,6 +335,36 @@ def test_error_types_are_reported_each_against_the_true_outputs():
     assert compare.error_breakdown(synthetic()) == {}  # no error types: no table
 
 
+def test_each_error_type_meets_its_own_true_twins():
+    """A contradiction is set against the true answers naming it as their twin, a wrong entity
+    against the true answers naming no twin: a score that only tells long from short answers
+    (contradictions and their twins are long) separates contradictions from every true answer but
+    not from their twins."""
+    rng = np.random.default_rng(3)
+    docs, quality, length = [], [], []
+    for i in range(240):
+        kind = ("bare", "contrast", "contradiction", "plausible")[i % 4]
+        error = kind if kind in ("contradiction", "plausible") else "none"
+        doc = {"id": str(i), "type": "capital", "split": "test", "error": error}
+        if kind == "contrast":
+            doc["twin"] = "contradiction"
+        docs.append(doc)
+        quality.append(int(error == "none"))
+        length.append(-(30 if kind in ("contrast", "contradiction") else 5) + rng.normal(0, 0.1))
+    ts = TaskSamples("sighead_x", docs, np.array(quality), {"length": np.array(length)}, [])
+    assert compare.twins(ts, "contradiction").sum() == 60
+    assert compare.twins(ts, "plausible").sum() == 60
+    assert not (compare.twins(ts, "contradiction") & compare.twins(ts, "plausible")).any()
+    table = compare.error_breakdown(ts)
+    assert 0.35 < table["contradiction"]["auroc"]["length"] < 0.65  # twins: no length signal
+    assert 0.35 < table["plausible"]["auroc"]["length"] < 0.65
+    everyone = np.array([d["error"] in ("none", "contradiction") for d in docs])
+    assert roc_auc_score(ts.quality[everyone], ts.confidence["length"][everyone]) > 0.7  # the old rule's
+    no_twins = TaskSamples("sighead_x", [{k: v for k, v in d.items() if k != "twin"} for d in docs],
+                           ts.quality, ts.confidence, [])  # fmt: skip
+    assert compare.twins(no_twins, "plausible").sum() == 120  # no twins named: every true answer
+
+
 def test_curves_score_heads_as_the_engine_does_and_read_snapshots(tiny_dir, tmp_path):
     """One frozen pass, then each head by dot products: the head rows equal a full rescoring by
     `compare` of the same outputs; a run's snapshots come out ordered by tokens."""
