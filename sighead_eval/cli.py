@@ -294,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--storage-dtype", default="float16", help="float16, bfloat16 or float32")
     cp.set_defaults(func=cmd_compress)
 
+    nh = sub.add_parser(
+        "init-head",
+        help="Write a fresh, untrained head for a model (a copy of its output layer), to train or to "
+        "score as a baseline",
+        description="Writes an adapter directory whose head is a copy of the model's output layer, "
+        "stored as its (empty) difference from it: a few bytes for any vocabulary. With `--offset "
+        "log_softmax` its token scores start at sigmoid(log p) = p / (1 + p), a function of the softmax.",
+    )
+    nh.add_argument("--model", default=None, help="Base model (default: the embedded one)")
+    nh.add_argument("--offset", default="none", help="'none' (the paper) or 'log_softmax'")
+    nh.add_argument("--output", required=True, help="Adapter directory to write")
+    nh.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    nh.set_defaults(func=cmd_init_head)
+
     ih = sub.add_parser(
         "import-head",
         help="Turn a head released by the paper's authors (one [vocab, hidden] tensor) into an adapter",
@@ -382,6 +396,14 @@ def cmd_compress(ns: argparse.Namespace) -> int:
     from .models import compress_adapter
 
     compress_adapter(ns.adapter, ns.output, ns.storage, ns.rank, ns.model, ns.storage_dtype)
+    return 0
+
+
+def cmd_init_head(ns: argparse.Namespace) -> int:
+    from .models import init_head
+
+    out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code)
+    print(f"sighead-eval init-head: wrote an untrained head (offset {ns.offset!r}) to {out}")
     return 0
 
 

@@ -503,6 +503,35 @@ def save_adapter(
     return path
 
 
+def init_head(
+    output: str | os.PathLike,
+    model: str | None = None,
+    offset: str = "none",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Writes a fresh, untrained head for `model` (default: the embedded one) to `output`: a copy of
+    its output layer with `offset` ('none': scores start near 1.0; 'log_softmax': at
+    sigmoid(log p) = p / (1 + p)). Stored as the rows that differ from the LM head (none: a few
+    bytes, whatever the vocabulary). Returns `output`."""
+    from peft import get_peft_model
+
+    from .adapter import SigmoidHeadConfig
+    from .adapter.config import OFFSETS
+    from .files import check_output_dir
+
+    if offset not in OFFSETS:
+        raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
+    if (Path(output) / ADAPTER_WEIGHTS).exists():
+        raise ValueError(
+            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
+            "it first"
+        )
+    out = check_output_dir(str(output))
+    base, _ = load_model(model, trust_remote_code=trust_remote_code)
+    peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
+    return save_adapter(peft_model, out, storage="rows")
+
+
 def compress_adapter(
     adapter: str | os.PathLike,
     output: str | os.PathLike,

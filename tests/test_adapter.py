@@ -438,3 +438,33 @@ def test_compress_writes_a_smaller_copy_and_measures_its_error(tmp_path, capsys,
     assert "rank 4" in capsys.readouterr().out
     with pytest.raises(ValueError, match="`rank` should be an integer"):
         compress_adapter(tmp_path / "head", tmp_path / "bad", "lowrank", 0, model=base)
+
+
+def test_init_head_writes_an_untrained_head_of_a_few_bytes(tmp_path, capsys, tokenizer):
+    """`sighead-eval init-head`: the written head is the output layer (sigmoid(log p) with the
+    offset), stored as no changed rows; an existing adapter is not overwritten; a bad offset is
+    refused before the model loads."""
+    from peft import PeftModel
+
+    from sighead_eval.cli import main
+    from sighead_eval.models import init_head
+    from sighead_eval.scoring import score
+
+    build_model("llama").save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    base = str(tmp_path / "base")
+    args = ["init-head", "--model", base, "--offset", "log_softmax", "--output", str(tmp_path / "h")]
+    assert main(args) == 0
+    assert "untrained head (offset 'log_softmax')" in capsys.readouterr().out
+    config = json.loads((tmp_path / "h" / "adapter_config.json").read_text())
+    assert config["offset"] == "log_softmax" and config["init_from_lm_head"] is True
+    assert os.path.getsize(tmp_path / "h" / "adapter_model.safetensors") < 1024  # no rows stored
+    loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / "h").eval()
+    record = {"prompt": "The capital", "response": "of France is Paris."}
+    [r] = score(loaded, tokenizer, [record], progress=False)
+    p = np.exp(r.log_scores["softmax"])
+    np.testing.assert_allclose(np.exp(r.log_scores["sigmoid"]), p / (1 + p), rtol=1e-5)
+    with pytest.raises(ValueError, match="already holds an adapter"):
+        init_head(tmp_path / "h", base)
+    with pytest.raises(ValueError, match=r"`offset` should be one of \('none', 'log_softmax'\), got 'soft'"):
+        init_head(tmp_path / "other", "/nonexistent/model", offset="soft")
