@@ -528,7 +528,10 @@ def init_head(
         )
     out = check_output_dir(str(output))
     base, _ = load_model(model, trust_remote_code=trust_remote_code)
-    peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
+    name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
+    config = SigmoidHeadConfig(offset=offset, inference_mode=True, base_model_name_or_path=name)
+    peft_model = get_peft_model(base, config)
+    peft_model.peft_config["default"].base_model_name_or_path = name
     return save_adapter(peft_model, out, storage="rows")
 
 

@@ -458,6 +458,7 @@ def test_init_head_writes_an_untrained_head_of_a_few_bytes(tmp_path, capsys, tok
     assert "untrained head (offset 'log_softmax')" in capsys.readouterr().out
     config = json.loads((tmp_path / "h" / "adapter_config.json").read_text())
     assert config["offset"] == "log_softmax" and config["init_from_lm_head"] is True
+    assert config["base_model_name_or_path"] == base
     assert os.path.getsize(tmp_path / "h" / "adapter_model.safetensors") < 1024  # no rows stored
     loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / "h").eval()
     record = {"prompt": "The capital", "response": "of France is Paris."}
