@@ -392,38 +392,93 @@ def calibration_table(report: dict) -> list[str]:
     return lines
 
 
+def gap_rows(report: dict) -> tuple[list[str], list[tuple[str, str, dict, dict]]]:
+    """The estimators' marks (H, B, then C and HC where the report has them) and, per task and
+    per error type where a task has them, `(row name, task, {mark: estimator}, {mark: test-half
+    macro ROC-AUC})` of the task's dev choices; an error type's row name is "task (error)"."""
+    chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
+    others = {
+        fam.mark: {r["task"]: r["head"] for r in report.get(name, {}).get("rows", [])}
+        for name, fam in FAMILIES.items()
+    }
+    marks = ["H", "B", *(m for m in others if others[m])]
+    rows = []
+    for t in report["tasks"]:
+        row = chosen.get(t["task"])
+        if row is None:
+            continue
+        names = {"H": row["head"], "B": row["baseline"], **{m: others[m].get(t["task"]) for m in marks[2:]}}
+        parts = [(_short(t["task"]), {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
+        for error, table in report.get("errors", {}).get(t["task"], {}).items():
+            parts.append((f"{_short(t['task'])} ({error})", table["auroc"]))
+        for name, auroc in parts:
+            value = {k: auroc.get(e, math.nan) if e else math.nan for k, e in names.items()}
+            rows.append((name, t["task"], names, value))
+    return marks, rows
+
+
+def _gap(value: dict, a: str, b: str) -> str:
+    g = value.get(a, math.nan) - value.get(b, math.nan)
+    return "–" if math.isnan(g) else f"{g:+.3f}"
+
+
 def gap_table(report: dict) -> list[str]:
     """Markdown lines: per task, and per error type where a task has them, the test-half macro
     ROC-AUC of the dev-chosen head aggregation (H), rival (B), ceiling aggregation (C) and hybrid
     aggregation (HC), and the gaps: H - B is what the trained head adds over the best baseline,
     C - B what the converged mechanism would, HC - B what the head times its ceiling does, and
     H - C how far training is from the mechanism's convergence."""
-    chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
-    others = {
-        fam.mark: {r["task"]: r["head"] for r in report.get(name, {}).get("rows", [])}
-        for name, fam in FAMILIES.items()
-    }
-    marks = [m for m in others if others[m]]
-    head = ["task (error type)", "H", "B", *marks, "H − B", *(f"{m} − B" for m in marks)]
-    if "C" in marks:
-        head.append("H − C")
+    marks, rows = gap_rows(report)
+    pairs = [("H", "B"), *((m, "B") for m in marks[2:])] + ([("H", "C")] if "C" in marks else [])
+    head = ["task (error type)", *marks, *(f"{a} − {b}" for a, b in pairs)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in report["tasks"]:
-        row = chosen.get(t["task"])
-        if row is None:
-            continue
-        names = {"H": row["head"], "B": row["baseline"], **{m: others[m].get(t["task"]) for m in marks}}
-        parts = [(_short(t["task"]), {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
-        for error, table in report.get("errors", {}).get(t["task"], {}).items():
-            parts.append((f"{_short(t['task'])} ({error})", table["auroc"]))
-        for name, auroc in parts:
-            value = {k: auroc.get(e, math.nan) if e else math.nan for k, e in names.items()}
-            cells = [f"{_cell(value[k])} `{names[k]}`" if names[k] else "–" for k in ("H", "B", *marks)]
-            pairs = [("H", "B"), *((m, "B") for m in marks)] + ([("H", "C")] if "C" in marks else [])
-            gaps = [value[a] - value[b] for a, b in pairs]
-            cells += ["–" if math.isnan(g) else f"{g:+.3f}" for g in gaps]
-            lines.append("| " + " | ".join([name, *cells]) + " |")
+    for name, _, names, value in rows:
+        cells = [f"{_cell(value[k])} `{names[k]}`" if names[k] else "–" for k in marks]
+        cells += [_gap(value, a, b) for a, b in pairs]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return lines
+
+
+MODELS_START = (
+    "<!-- models: generated from the heads' evaluation.json by `compare.models_block`; do not edit -->"
+)
+MODELS_END = "<!-- models end -->"
+
+
+def models_block(reports: dict[str, dict]) -> str:
+    """Several models' `--split both` reports (label -> report) side by side: per task and error
+    type, each model's gaps to its own dev-chosen rival (H − B, C − B, HC − B), a `*` where that
+    family's ROC-AUC comparison is significant after its Holm correction (tasks only: error types
+    are not tested)."""
+    tables = {label: gap_rows(r) for label, r in reports.items()}
+    significant = {
+        label: {
+            (mark, r["task"])
+            for name, mark in (("preregistered", "H"), *((n, f.mark) for n, f in FAMILIES.items()))
+            for r in report.get(name, {}).get("rows", [])
+            if r["metric"] == "auroc" and r["verdict"] != "no significant difference"
+        }
+        for label, report in reports.items()
+    }
+    order: list[str] = []
+    for _, rows in tables.values():
+        order += [row[0] for row in rows if row[0] not in order]
+    gaps = ("H", "C", "HC")
+    head = ["task (error type)"] + [f"{label}: {g} − B" for label in reports for g in gaps]
+    lines = [MODELS_START, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in order:
+        cells = [name]
+        for label, (marks, rows) in tables.items():
+            found = {row[0]: row for row in rows}.get(name)
+            for g in gaps:
+                if found is None or g not in marks:
+                    cells.append("–")
+                    continue
+                _, task, _, value = found
+                star = "*" if name == _short(task) and (g, task) in significant[label] else ""
+                cells.append(_gap(value, g, "B") + star)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", MODELS_END]) + "\n"
 
 
 def preregistered_sentences(report: dict, family: str = "preregistered") -> list[str]:

@@ -284,6 +284,41 @@ def test_the_gap_table_quotes_each_dev_choice_per_task_and_error_type():
     assert " C |" in block and "C: the ceiling aggregation chosen on dev" in block and lines[2] in block
 
 
+def test_models_side_by_side_quote_each_models_own_gaps_and_significance():
+    """`models_block`: one row per task and error type, each model's H − B, C − B, HC − B from its
+    own report (its own dev choices), a star only on a task whose family comparison is
+    significant; a model without a family gets dashes."""
+    ts = with_ceiling(halves())
+    for i, d in enumerate(ts.docs):
+        d["error"] = "none" if ts.quality[i] == 1 else "plausible"
+    test = compare.subset(ts, "test")
+    base = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
+        "preregistered": compare.preregistered([ts], iters=50),
+        "tasks": [compare.compare_task(test, iters=20)], "errors": {ts.task: compare.error_breakdown(test)},
+    }  # fmt: skip
+    first = {**base, "mechanism": compare.family([ts], "mechanism", iters=50)}
+    second = json.loads(json.dumps(base))
+    second["preregistered"]["rows"][0]["verdict"] = "head better"  # as if significant
+    block = compare.models_block({"A": first, "B2": second})
+    lines = block.splitlines()
+    assert lines[0] == compare.MODELS_START and lines[-1] == compare.MODELS_END
+    assert (
+        lines[2]
+        == "| task (error type) | A: H − B | A: C − B | A: HC − B | B2: H − B | B2: C − B | B2: HC − B |"
+    )
+    _, rows = compare.gap_rows(first)
+    (_, _, _, task_row), (_, _, _, error_row) = rows
+    cells = lines[4].strip("| ").split(" | ")
+    gap = task_row["H"] - task_row["B"]
+    star = "*" if first["preregistered"]["rows"][0]["verdict"] != "no significant difference" else ""
+    assert cells[0] == "x" and cells[1] == f"{gap:+.3f}{star}" and cells[3] == "–"
+    assert cells[2].startswith(f"{task_row['C'] - task_row['B']:+.3f}")
+    assert cells[4] == f"{gap:+.3f}*" and cells[5:] == ["–", "–"]
+    error_cells = lines[5].strip("| ").split(" | ")
+    assert error_cells[0] == "x (plausible)" and error_cells[4] == f"{error_row['H'] - error_row['B']:+.3f}"
+
+
 def test_holm_and_the_bootstrap_p_value_by_hand():
     from sighead_eval import metrics as core
 
