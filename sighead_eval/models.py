@@ -532,7 +532,35 @@ def init_head(
     config = SigmoidHeadConfig(offset=offset, inference_mode=True, base_model_name_or_path=name)
     peft_model = get_peft_model(base, config)
     peft_model.peft_config["default"].base_model_name_or_path = name
-    return save_adapter(peft_model, out, storage="rows")
+    save_adapter(peft_model, out, storage="rows")
+    from .files import write_atomic
+
+    write_atomic(out / "README.md", _fresh_card(name, offset))  # not PEFT's template card
+    return out
+
+
+def _fresh_card(model: str, offset: str) -> str:
+    start = "sigmoid(log p) = p / (1 + p), a function of the softmax" if offset == "log_softmax" else (
+        "sigmoid of the output layer's raw logits (about 1.0 for most tokens)"
+    )  # fmt: skip
+    info = embedded(model)
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {model}",
+        "tags: [sigmoid-head, quality-estimation, sighead-eval, untrained]",
+        "---",
+        "",
+        f"# Untrained Sigmoid Head for {model}",
+        "",
+        f"Written by `sighead-eval init-head --model {model} --offset {offset}`: a copy of the model's",
+        f"output layer, **not trained**, with the `{offset}` offset, so a token scores {start}.",
+        "It is stored as its difference from the output layer (no rows): the base model holds it.",
+        "Use it as a baseline row beside a trained head, or as the start of `sighead-eval train`.",
+    ]
+    if info is not None:
+        lines += ["", f"The base model is the embedded `{model}`, under its own terms: {info.licence}."]
+    return "\n".join(lines) + "\n"
 
 
 def compress_adapter(

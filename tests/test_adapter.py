@@ -459,6 +459,8 @@ def test_init_head_writes_an_untrained_head_of_a_few_bytes(tmp_path, capsys, tok
     config = json.loads((tmp_path / "h" / "adapter_config.json").read_text())
     assert config["offset"] == "log_softmax" and config["init_from_lm_head"] is True
     assert config["base_model_name_or_path"] == base
+    card = (tmp_path / "h" / "README.md").read_text()
+    assert "**not trained**" in card and f"--model {base} --offset log_softmax" in card
     assert os.path.getsize(tmp_path / "h" / "adapter_model.safetensors") < 1024  # no rows stored
     loaded = PeftModel.from_pretrained(build_model("llama"), tmp_path / "h").eval()
     record = {"prompt": "The capital", "response": "of France is Paris."}
