@@ -227,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         "aggregation and one rival per task on dev, report the test half, Holm-corrected)",
     )
     c.add_argument(
-        "--outputs", default=None, help="Rescore the outputs saved by an earlier run (lm_eval_results.json)"
+        "--outputs",
+        default=None,
+        help="Rescore the outputs saved by an earlier run (lm_eval_results.json; several, comma-separated, "
+        "each giving its tasks)",
     )
     c.add_argument(
         "--output", default=None, help="Results folder (default: results/compare/<adapter>-<split>)"

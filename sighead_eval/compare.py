@@ -16,7 +16,8 @@ evidence that tuning cannot fool?
   own; the same for the head times its ceiling (`hybrid`, a lever beyond the paper), each a `family`
   of `FAMILIES`; and tabulates the gaps to the rival and head - ceiling per task and error type (`gap_table`).
 - `--outputs RUN.json` rescored saved outputs (those of an earlier run, whatever head made them:
-  the outputs of the frozen model do not depend on the head) instead of generating again.
+  the outputs of the frozen model do not depend on the head) instead of generating again; several
+  runs, comma-separated, each give their tasks.
 
 Writes `table.md` and `table.json` (and `lm_eval_results.json` when it ran lm-eval) under
 `results/compare/<adapter>-<split>/` by default.
@@ -233,9 +234,9 @@ def twins(ts: TaskSamples, error: str) -> np.ndarray:
     those that name no twin (a wrong entity's own fact, in its phrasings). So each error type meets
     true answers of its own shapes, and answer length cannot separate them."""
     true = np.array([d.get("error") == "none" for d in ts.docs], dtype=bool)
-    named = np.array([d.get("twin") for d in ts.docs], dtype=object)
+    named = np.array([d.get("twin") or "" for d in ts.docs], dtype=object)
     own = true & (named == error)
-    return own if own.any() else true & np.array([n is None for n in named], dtype=bool)
+    return own if own.any() else true & (named == "")
 
 
 def error_breakdown(ts: TaskSamples) -> dict:
@@ -762,6 +763,19 @@ def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[T
     return out
 
 
+def read_outputs(files: list[str]) -> dict:
+    """The samples of one or more saved runs (lm_eval_results.json), as one run's: each task from
+    the one file that holds it (a task in two files is refused: which run is meant?)."""
+    samples: dict = {}
+    where: dict = {}
+    for f in files:
+        for task, rows in json.loads(Path(f).read_text()).get("samples", {}).items():
+            if task in samples:
+                raise ValueError(f"task {task!r} is in both {where[task]} and {f}; pass each task's run once")
+            samples[task], where[task] = rows, f
+    return {"samples": samples}
+
+
 def run_compare(
     options: ModelOptions | None = None,
     tasks: list[str] | None = None,
@@ -788,15 +802,18 @@ def run_compare(
     out_dir = check_output_dir(output or f"results/compare/{label}-{split}")
     if adapter is not None:
         check_adapter_fits(adapter, model, options.trust_remote_code)
-    if outputs is not None and not Path(outputs).is_file():
-        raise FileNotFoundError(
-            f"--outputs {outputs!r} does not exist; pass an lm_eval_results.json of a run"
-        )
+    files = [f.strip() for f in outputs.split(",") if f.strip()] if outputs is not None else []
+    for f in files:
+        if not Path(f).is_file():
+            raise FileNotFoundError(
+                f"--outputs {f!r} does not exist; pass an lm_eval_results.json of a run (or several, "
+                "comma-separated)"
+            )
     started = time.time()
     if outputs is not None:
         from .scoring import ScoringOptions
 
-        saved = json.loads(Path(outputs).read_text())
+        saved = read_outputs(files)
         missing = [t for t in names if t not in saved.get("samples", {})]
         if missing:
             raise ValueError(

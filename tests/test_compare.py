@@ -105,6 +105,19 @@ def test_compare_refuses_a_bad_split_before_model_work(tmp_path):
         compare.run_compare(None, outputs=str(tmp_path / "nope.json"), output=str(tmp_path))
 
 
+def test_several_saved_runs_give_one_run_each_task_from_its_file(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"samples": {"t1": [{"doc_id": 0}], "t2": [{"doc_id": 1}]}}))
+    b.write_text(json.dumps({"samples": {"t3": [{"doc_id": 2}]}}))
+    merged = compare.read_outputs([str(a), str(b)])
+    assert merged["samples"] == {"t1": [{"doc_id": 0}], "t2": [{"doc_id": 1}], "t3": [{"doc_id": 2}]}
+    b.write_text(json.dumps({"samples": {"t2": [{"doc_id": 9}]}}))
+    with pytest.raises(ValueError, match="task 't2' is in both .*a.json and .*b.json"):
+        compare.read_outputs([str(a), str(b)])
+    with pytest.raises(FileNotFoundError, match="nope.json' does not exist"):
+        compare.run_compare(None, outputs=f"{a},{tmp_path / 'nope.json'}", output=str(tmp_path))
+
+
 def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_dir, tmp_path):
     """A real run on the dev half (tiny model), then the same outputs rescored with the same head:
     the numbers agree, and only dev samples are in either."""
