@@ -484,6 +484,11 @@ def test_geo_paraphrase_states_each_fact_in_several_phrasings_beside_labelled_er
     assert set(only["error"]) == {"none", "implausible"}
     twins = para.dataset(error="contradiction")["test"]
     assert {p for p, e in zip(twins["phrasing"], twins["error"]) if e == "none"} == {"contrast"}
+    full = para.dataset()["test"]  # what lm-eval logs: every document keeps its twin (version 2.2)
+    assert {(p == "contrast", t) for p, t in zip(full["phrasing"], full["twin"])} == {
+        (True, "contradiction"),
+        (False, ""),
+    }
     with pytest.raises(ValueError, match="`error` should be one of"):
         para.dataset(error="typo")
 

@@ -119,6 +119,7 @@ def build_docs(seed: int = 0, phrasings_per_fact: int = 2) -> list[dict]:
                 "country": c["country"],
                 "question": question.format(country=c["country"]),
                 "split": split_of(f"sighead_geo_paraphrase/{c['code']}"),
+                "twin": "",  # every document has the field (a dataset's columns come from its first row)
             }
             chosen = rng.sample(list(PHRASINGS[kind]), phrasings_per_fact)
             for phrasing in chosen:
@@ -167,8 +168,8 @@ def dataset(seed: int = 0, phrasings_per_fact: int = 2, error: str | None = None
     if error is not None:
         if error not in ERRORS:
             raise ValueError(f"sighead_geo_paraphrase: `error` should be one of {ERRORS}, got {error!r}")
-        twin = "contradiction" if error == "contradiction" else None
-        docs = [d for d in docs if d["error"] == error or (d["error"] == "none" and d.get("twin") == twin)]
+        twin = "contradiction" if error == "contradiction" else ""
+        docs = [d for d in docs if d["error"] == error or (d["error"] == "none" and d["twin"] == twin)]
     return as_test_split(docs)
 
 
