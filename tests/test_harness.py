@@ -723,3 +723,15 @@ def test_coverage_at_risk_is_an_lm_eval_metric_calibrated_on_dev(tiny, task_mana
     expected = selective.evaluate(tuple(zip(*dev)), tuple(zip(*test)), alpha=0.2, delta=0.1)["test_coverage"]
     assert res["coverage_at_risk_20,softmax_mean"] == pytest.approx(expected)
     assert 0.0 <= res["coverage_at_risk_05,softmax_mean"] <= res["coverage_at_risk_20,softmax_mean"] <= 1.0
+
+
+@pytest.mark.parametrize("task", ["sighead_geo_qa", "sighead_arith"])
+def test_the_base_model_variant_asks_the_same_questions_in_one_line(task, task_manager):
+    """`<task>_base`: the same documents (ids, halves), the prompt as Question:/Answer:, one line."""
+    loaded = task_manager.load_task_or_group([task, f"{task}_base"])
+    plain, base = loaded[task], loaded[f"{task}_base"]
+    a, b = list(plain.test_docs()), list(base.test_docs())
+    assert [d["id"] for d in a] == [d["id"] for d in b] and [d["split"] for d in a] == [d["split"] for d in b]
+    assert base.doc_to_text(b[0]) == f"Question: {plain.doc_to_text(a[0])}\nAnswer:"
+    assert base.config.generation_kwargs["until"] == ["\n"]
+    assert plain.config.generation_kwargs["until"] == ["\n\n"]
