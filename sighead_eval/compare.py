@@ -450,7 +450,7 @@ def models_block(reports: dict[str, dict]) -> str:
     """Several models' `--split both` reports (label -> report) side by side: per task and error
     type, each model's gaps to its own dev-chosen rival (H − B, C − B, HC − B), a `*` where that
     family's ROC-AUC comparison is significant after its Holm correction (tasks only: error types
-    are not tested)."""
+    are not tested). A task's base-model variant (`sighead_geo_qa_base`) shares the task's row."""
     tables = {label: gap_rows(r) for label, r in reports.items()}
     significant = {
         label: {
@@ -461,6 +461,11 @@ def models_block(reports: dict[str, dict]) -> str:
         }
         for label, report in reports.items()
     }
+
+    def key(name: str) -> str:  # a task's base-model variant (`<task>_base`) shares its row
+        return name.replace("_base", "")
+
+    tables = {label: (marks, [(key(r[0]), *r[1:]) for r in rows]) for label, (marks, rows) in tables.items()}
     order: list[str] = []
     for _, rows in tables.values():
         order += [row[0] for row in rows if row[0] not in order]
@@ -476,7 +481,7 @@ def models_block(reports: dict[str, dict]) -> str:
                     cells.append("–")
                     continue
                 _, task, _, value = found
-                star = "*" if name == _short(task) and (g, task) in significant[label] else ""
+                star = "*" if name == key(_short(task)) and (g, task) in significant[label] else ""
                 cells.append(_gap(value, g, "B") + star)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", MODELS_END]) + "\n"

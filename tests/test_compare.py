@@ -313,6 +313,9 @@ def test_models_side_by_side_quote_each_models_own_gaps_and_significance():
     first = {**base, "mechanism": compare.family([ts], "mechanism", iters=50)}
     second = json.loads(json.dumps(base))
     second["preregistered"]["rows"][0]["verdict"] = "head better"  # as if significant
+    for r in (*second["tasks"], *second["preregistered"]["rows"]):  # a base-model variant: the same row
+        r["task"] = "sighead_x_base"
+    second["errors"] = {"sighead_x_base": second["errors"]["sighead_x"]}
     block = compare.models_block({"A": first, "B2": second})
     lines = block.splitlines()
     assert lines[0] == compare.MODELS_START and lines[-1] == compare.MODELS_END
@@ -328,6 +331,7 @@ def test_models_side_by_side_quote_each_models_own_gaps_and_significance():
     assert cells[0] == "x" and cells[1] == f"{gap:+.3f}{star}" and cells[3] == "–"
     assert cells[2].startswith(f"{task_row['C'] - task_row['B']:+.3f}")
     assert cells[4] == f"{gap:+.3f}*" and cells[5:] == ["–", "–"]
+    assert len(lines) == 2 + 2 + 2 + 2  # markers and blanks, header, two rows
     error_cells = lines[5].strip("| ").split(" | ")
     assert error_cells[0] == "x (plausible)" and error_cells[4] == f"{error_row['H'] - error_row['B']:+.3f}"
 
