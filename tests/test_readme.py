@@ -46,3 +46,21 @@ def test_the_headline_is_the_committed_reports_own():
         "auroc",
         "prr",
     }
+
+
+def test_the_second_models_report_and_the_side_by_side_table_are_generated():
+    """The Gemma card's headline is its report's, and the README's two-model table is
+    `models_block` of the two committed reports."""
+    import json
+
+    from sighead_eval.compare import MODELS_END, MODELS_START, headline_block, models_block
+
+    adapters = README.parent / "adapters"
+    smollm2 = json.loads((adapters / "smollm2-135m-instruct-wiki" / "evaluation.json").read_text())
+    gemma = json.loads((adapters / "gemma-3-270m-offset-untrained" / "evaluation.json").read_text())
+    assert gemma["model"] == "gemma-3-270m" and gemma["split"] == "both"
+    card = (adapters / "gemma-3-270m-offset-untrained" / "README.md").read_text()
+    assert headline_block(gemma) in card and "**not trained**" in card and "Gemma Terms of Use" in card
+    text = README.read_text()
+    assert text.count(MODELS_START) == 1 and text.count(MODELS_END) == 1
+    assert models_block({"SmolLM2": smollm2, "Gemma": gemma}) in text
