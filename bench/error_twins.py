@@ -2,9 +2,10 @@
 subtasks' definition: the `contrast` answers for contradictions, the fact's own phrasings for
 wrong entities), from a saved run: macro ROC-AUC over question kinds, test half, per estimator.
 
-`compare`'s error breakdown sets each error type against every true answer, short bare ones
-included, so answer length separates contradictions there; against the twins it cannot (the
-`length` row is printed as the check).
+For runs of task versions 2.0 and 2.1, whose logged documents lack the `twin` field, `compare`'s
+error breakdown sets each error type against every true answer, short bare ones included, so
+answer length separates contradictions there; against the twins it cannot (the `length` row is
+printed as the check). From version 2.2 on, `compare` uses the twins itself.
 
 Usage: python bench/error_twins.py RUN/lm_eval_results.json [--estimators a,b,...]
 """
