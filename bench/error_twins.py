@@ -5,7 +5,8 @@ wrong entities), from a saved run: macro ROC-AUC over question kinds, test half,
 For runs of task versions 2.0 and 2.1, whose logged documents lack the `twin` field, `compare`'s
 error breakdown sets each error type against every true answer, short bare ones included, so
 answer length separates contradictions there; against the twins it cannot (the `length` row is
-printed as the check). From version 2.2 on, `compare` uses the twins itself.
+printed as the check). From version 2.2 on, `compare` uses the twins itself; this script fills
+the field in and runs `compare`'s own breakdown.
 
 Usage: python bench/error_twins.py RUN/lm_eval_results.json [--estimators a,b,...]
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import numpy as np
 
 DEFAULT = "sigmoid_min,sigmoid_prod,boostedprob_prod,ceiling_prod,hybrid_min,softmax_min,length"
 
@@ -26,32 +25,18 @@ def main() -> None:
     parser.add_argument("--estimators", default=DEFAULT)
     args = parser.parse_args()
 
-    from sighead_eval import metrics as core
+    from sighead_eval.compare import error_breakdown, subset
     from sighead_eval.report.samples import task_samples
 
     saved = json.loads(open(args.run, encoding="utf-8").read())
     ts = task_samples("sighead_geo_paraphrase", saved["samples"]["sighead_geo_paraphrase"])
-    test = np.array([d["split"] == "test" for d in ts.docs])
-    error = np.array([d["error"] for d in ts.docs])
-    phrasing = np.array([d["phrasing"] for d in ts.docs])
-    kind = np.array([d["type"] for d in ts.docs])
+    for d in ts.docs:  # what version 2.2 logs: a contradiction's twin is its `contrast` answer
+        d.setdefault("twin", "contradiction" if d["phrasing"] == "contrast" else "")
+    table = error_breakdown(subset(ts, "test"))
     names = [e for e in args.estimators.split(",") if e in ts.confidence]
     print(f"sighead_geo_paraphrase, test half, each error type against its twins: {', '.join(names)}")
     for err in ("contradiction", "implausible", "plausible"):
-        twins = (error == "none") & (
-            (phrasing == "contrast") if err == "contradiction" else (phrasing != "contrast")
-        )
-        chosen = (twins | (error == err)) & test
-        row = []
-        for name in names:
-            per_kind = []
-            for k in sorted(set(kind)):
-                idx = chosen & (kind == k)
-                q = ts.quality[idx]
-                if 0 < q.sum() < q.size:
-                    per_kind.append(core.auroc(ts.confidence[name][idx], q))
-            row.append(f"{name} {np.mean(per_kind):.3f}")
-        print(f"{err:<14} " + "  ".join(row))
+        print(f"{err:<14} " + "  ".join(f"{name} {table[err]['auroc'][name]:.3f}" for name in names))
 
 
 if __name__ == "__main__":

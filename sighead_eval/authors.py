@@ -107,7 +107,7 @@ def import_head(
 
     from .adapter import SigmoidHeadConfig
     from .files import atomic_path, check_output_dir, write_atomic
-    from .models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, resolve_model
+    from .models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_no_adapter, resolve_model
 
     folder = locate_source(source)
     name, shape, dtype = read_head_tensor(folder)
@@ -119,11 +119,7 @@ def import_head(
             f"[vocab, hidden] = {list(shape)}, the model's output layer `{module}` has {list(expected)}. "
             "Pass the base model the head was trained on (--model)."
         )
-    if (Path(output) / ADAPTER_WEIGHTS).exists():
-        raise ValueError(
-            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
-            "it first"
-        )
+    check_no_adapter(output)
     out = check_output_dir(output)
     with safe_open(str(folder / AUTHORS_WEIGHTS), framework="pt") as f:
         weight = f.get_tensor(name)  # in the file's own dtype

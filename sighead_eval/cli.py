@@ -299,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     nh = sub.add_parser(
         "init-head",
-        help="Write a fresh, untrained head for a model (a copy of its output layer), to train or to "
-        "score as a baseline",
+        help="Write a fresh, untrained head for a model (a copy of its output layer), to score as a baseline",
         description="Writes an adapter directory whose head is a copy of the model's output layer, "
         "stored as its (empty) difference from it: a few bytes for any vocabulary. With `--offset "
         "log_softmax` its token scores start at sigmoid(log p) = p / (1 + p), a function of the softmax.",

@@ -393,10 +393,10 @@ def calibration_table(report: dict) -> list[str]:
     return lines
 
 
-def gap_rows(report: dict) -> tuple[list[str], list[tuple[str, str, dict, dict]]]:
+def gap_rows(report: dict) -> tuple[list[str], list[tuple[str, str | None, dict, dict]]]:
     """The estimators' marks (H, B, then C and HC where the report has them) and, per task and
-    per error type where a task has them, `(row name, task, {mark: estimator}, {mark: test-half
-    macro ROC-AUC})` of the task's dev choices; an error type's row name is "task (error)"."""
+    per error type where a task has them, `(task, error type or None, {mark: estimator}, {mark:
+    test-half macro ROC-AUC})` of the task's dev choices."""
     chosen = {r["task"]: r for r in report["preregistered"]["rows"] if r["metric"] == "auroc"}
     others = {
         fam.mark: {r["task"]: r["head"] for r in report.get(name, {}).get("rows", [])}
@@ -409,13 +409,18 @@ def gap_rows(report: dict) -> tuple[list[str], list[tuple[str, str, dict, dict]]
         if row is None:
             continue
         names = {"H": row["head"], "B": row["baseline"], **{m: others[m].get(t["task"]) for m in marks[2:]}}
-        parts = [(_short(t["task"]), {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
-        for error, table in report.get("errors", {}).get(t["task"], {}).items():
-            parts.append((f"{_short(t['task'])} ({error})", table["auroc"]))
-        for name, auroc in parts:
+        parts = [(None, {e: v["macro"] for e, v in t["metrics"]["auroc"].items()})]
+        parts += [
+            (error, table["auroc"]) for error, table in report.get("errors", {}).get(t["task"], {}).items()
+        ]
+        for error, auroc in parts:
             value = {k: auroc.get(e, math.nan) if e else math.nan for k, e in names.items()}
-            rows.append((name, t["task"], names, value))
+            rows.append((t["task"], error, names, value))
     return marks, rows
+
+
+def _row_name(task: str, error: str | None) -> str:
+    return _short(task) + (f" ({error})" if error else "")
 
 
 def _gap(value: dict, a: str, b: str) -> str:
@@ -433,10 +438,10 @@ def gap_table(report: dict) -> list[str]:
     pairs = [("H", "B"), *((m, "B") for m in marks[2:])] + ([("H", "C")] if "C" in marks else [])
     head = ["task (error type)", *marks, *(f"{a} − {b}" for a, b in pairs)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, _, names, value in rows:
+    for task, error, names, value in rows:
         cells = [f"{_cell(value[k])} `{names[k]}`" if names[k] else "–" for k in marks]
         cells += [_gap(value, a, b) for a, b in pairs]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
+        lines.append("| " + " | ".join([_row_name(task, error), *cells]) + " |")
     return lines
 
 
@@ -451,7 +456,6 @@ def models_block(reports: dict[str, dict]) -> str:
     type, each model's gaps to its own dev-chosen rival (H − B, C − B, HC − B), a `*` where that
     family's ROC-AUC comparison is significant after its Holm correction (tasks only: error types
     are not tested). A task's base-model variant (`sighead_geo_qa_base`) shares the task's row."""
-    tables = {label: gap_rows(r) for label, r in reports.items()}
     significant = {
         label: {
             (mark, r["task"])
@@ -461,27 +465,29 @@ def models_block(reports: dict[str, dict]) -> str:
         }
         for label, report in reports.items()
     }
-
-    def key(name: str) -> str:  # a task's base-model variant (`<task>_base`) shares its row
-        return name.replace("_base", "")
-
-    tables = {label: (marks, [(key(r[0]), *r[1:]) for r in rows]) for label, (marks, rows) in tables.items()}
-    order: list[str] = []
-    for _, rows in tables.values():
-        order += [row[0] for row in rows if row[0] not in order]
+    tables = {}  # label -> (marks, {row name: (task, error, value)})
+    for label, report in reports.items():
+        marks, rows = gap_rows(report)
+        tables[label] = (
+            marks,
+            {
+                _row_name(task.removesuffix("_base"), error): (task, error, value)
+                for task, error, _, value in rows
+            },
+        )
+    order = list(dict.fromkeys(name for _, named in tables.values() for name in named))
     gaps = ("H", "C", "HC")
     head = ["task (error type)"] + [f"{label}: {g} − B" for label in reports for g in gaps]
     lines = [MODELS_START, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
         cells = [name]
-        for label, (marks, rows) in tables.items():
-            found = {row[0]: row for row in rows}.get(name)
+        for label, (marks, named) in tables.items():
             for g in gaps:
-                if found is None or g not in marks:
+                if name not in named or g not in marks:
                     cells.append("–")
                     continue
-                _, task, _, value = found
-                star = "*" if name == key(_short(task)) and (g, task) in significant[label] else ""
+                task, error, value = named[name]
+                star = "*" if error is None and (g, task) in significant[label] else ""
                 cells.append(_gap(value, g, "B") + star)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", MODELS_END]) + "\n"

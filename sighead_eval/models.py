@@ -517,26 +517,28 @@ def init_head(
 
     from .adapter import SigmoidHeadConfig
     from .adapter.config import OFFSETS
-    from .files import check_output_dir
+    from .files import check_output_dir, write_atomic
 
     if offset not in OFFSETS:
         raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
+    check_no_adapter(output)
+    out = check_output_dir(str(output))
+    base, _ = load_model(model, trust_remote_code=trust_remote_code)
+    peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
+    name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
+    peft_model.peft_config["default"].base_model_name_or_path = name  # get_peft_model sets the path
+    save_adapter(peft_model, out, storage="rows")
+    write_atomic(out / "README.md", _fresh_card(name, offset))  # not PEFT's template card
+    return out
+
+
+def check_no_adapter(output: str | os.PathLike) -> None:
+    """Refuses an `output` directory that already holds an adapter's weights (nothing is overwritten)."""
     if (Path(output) / ADAPTER_WEIGHTS).exists():
         raise ValueError(
             f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
             "it first"
         )
-    out = check_output_dir(str(output))
-    base, _ = load_model(model, trust_remote_code=trust_remote_code)
-    name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
-    config = SigmoidHeadConfig(offset=offset, inference_mode=True, base_model_name_or_path=name)
-    peft_model = get_peft_model(base, config)
-    peft_model.peft_config["default"].base_model_name_or_path = name
-    save_adapter(peft_model, out, storage="rows")
-    from .files import write_atomic
-
-    write_atomic(out / "README.md", _fresh_card(name, offset))  # not PEFT's template card
-    return out
 
 
 def _fresh_card(model: str, offset: str) -> str:
@@ -556,7 +558,7 @@ def _fresh_card(model: str, offset: str) -> str:
         f"Written by `sighead-eval init-head --model {model} --offset {offset}`: a copy of the model's",
         f"output layer, **not trained**, with the `{offset}` offset, so a token scores {start}.",
         "It is stored as its difference from the output layer (no rows): the base model holds it.",
-        "Use it as a baseline row beside a trained head, or as the start of `sighead-eval train`.",
+        "Use it as a baseline row beside a trained head (`sighead-eval train` starts from the same head).",
     ]
     if info is not None:
         lines += ["", f"The base model is the embedded `{model}`, under its own terms: {info.licence}."]
