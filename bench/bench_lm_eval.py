@@ -3,11 +3,12 @@
 1. `generate_until`: 16 chat-templated questions, greedy, up to 32 new tokens, batch 8. The texts
    must be identical; `sighead` records every estimator's scores during HFLM's own generation.
    Target: at most 1.03x HFLM's time (median of paired ratios, with its 95 % interval).
-2. `loglikelihood`: 64 (context, continuation) requests. `sighead` returns HFLM's values and runs
-   one more, batched pass for the confidence scores (which tokenise the continuation apart from
-   the context), so this costs about 2x: reported, no target.
+2. `loglikelihood`: 64 chat-templated (context, continuation) requests. `sighead` returns HFLM's
+   values bit for bit and scores the continuations from HFLM's own batches (one model pass).
+   Target: at most 1.05x HFLM's time (median of paired ratios, with its 95 % interval).
 
 Usage: python bench/bench_lm_eval.py [--model NAME] [--adapter DIR] [--device cpu] [--max-pairs 30]
+       [--only loglikelihood|generate_until]
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--min-pairs", type=int, default=10)
     parser.add_argument("--max-pairs", type=int, default=30)
+    parser.add_argument("--only", choices=("loglikelihood", "generate_until"), default=None)
     args = parser.parse_args()
 
     import torch
-    from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
     from sighead_eval.harness.model import SigheadLM
@@ -69,13 +70,22 @@ def main() -> None:
         )
         for q in QUESTIONS
     ]
+    print(f"{common['pretrained']} on {args.device} ({args.dtype}, {torch.get_num_threads()} threads)")
+    if args.only != "loglikelihood":
+        generation(stock, ours, chat, args)
+    if args.only != "generate_until":
+        loglikelihood(stock, ours, chat, args)
+
+
+def generation(stock, ours, chat, args) -> None:
+    from lm_eval.api.instance import Instance
+
     kwargs = {"until": ["\n\n"], "max_gen_toks": args.new_tokens, "do_sample": False}
     gen = [Instance("generate_until", {}, (c, dict(kwargs)), i) for i, c in enumerate(chat)]
     texts = stock.generate_until(gen, disable_tqdm=True)
     scored = ours.generate_until(gen, disable_tqdm=True)
     same = [str(s) for s in scored] == texts
     n_tokens = sum(s.sighead["n_tokens"] for s in scored)
-    print(f"{common['pretrained']} on {args.device} ({args.dtype}, {torch.get_num_threads()} threads)")
     print(
         f"generate_until: {len(gen)} questions, up to {args.new_tokens} new tokens, batch {args.batch_size}"
     )
@@ -93,6 +103,10 @@ def main() -> None:
     print(f"  sighead                        {result['other_s']:7.2f} s")
     print(f"  sighead / HFLM                 {result['ratio']:.3f}x; {describe(result, 0.03)}")
 
+
+def loglikelihood(stock, ours, chat, args) -> None:
+    from lm_eval.api.instance import Instance
+
     contexts = [c for c in chat for _ in range(4)]
     answers = [" Paris.", "Tokyo.", "The answer is Ottawa.", "Nairobi"]
     ll = [Instance("loglikelihood", {}, (c, answers[i % 4]), i) for i, c in enumerate(contexts)]
@@ -103,12 +117,28 @@ def main() -> None:
         lambda: stock.loglikelihood(ll, disable_tqdm=True),
         lambda: ours.loglikelihood(ll, disable_tqdm=True),
         min_pairs=args.min_pairs,
-        max_pairs=args.min_pairs,
+        max_pairs=args.max_pairs,
+        width=0.02,
     )
-    print(f"\nloglikelihood: {len(ll)} requests")
+    forwards = [_forwards(lm, lambda lm=lm: lm.loglikelihood(ll, disable_tqdm=True)) for lm in (stock, ours)]
+    print(f"\nloglikelihood: {len(ll)} requests, batch {args.batch_size}")
     print(f"  values identical to HFLM's     {same}")
+    print(f"  model passes (HFLM, sighead)   {forwards[0]}, {forwards[1]}")
     print(f"  HFLM                           {result['base_s']:7.2f} s (median)")
-    print(f"  sighead (HFLM's pass + scoring pass) {result['other_s']:7.2f} s; {result['ratio']:.2f}x")
+    print(f"  sighead                        {result['other_s']:7.2f} s")
+    print(f"  sighead / HFLM                 {result['ratio']:.3f}x; {describe(result, 0.05)}")
+
+
+def _forwards(lm, fn) -> int:
+    from sighead_eval.frozen import unwrap
+
+    count = []
+    handle = unwrap(lm.model).register_forward_pre_hook(lambda *a: count.append(1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return len(count)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,52 @@ def test_loglikelihood_is_hflms_bit_for_bit(models):
     assert "".join(berlin) == "Berlin"
 
 
+def test_loglikelihood_scores_hflms_tokens_from_hflms_pass(models):
+    """The confidence of each request is computed from HFLM's own batch, over HFLM's continuation
+    tokens less those wholly inside the whitespace moved from the context: each estimator equals
+    the scoring engine's own pass over the same tokens, and the softmax's product is HFLM's
+    log-likelihood wherever no whitespace token was dropped."""
+    from sighead_eval.harness.onepass import moved_whitespace
+    from sighead_eval.scoring import ScoringOptions, score
+
+    stock, ours = models
+    args = _loglikelihood_args(stock.tokenizer)
+    got = ours.loglikelihood(_requests("loglikelihood", args), disable_tqdm=True)
+    dropped = 0
+    for (context, continuation), out in zip(args, got):
+        ctx, cont = ours._encode_pair(context, continuation) if context else ([ours.prefix_token_id], None)
+        if cont is None:
+            cont = ours.tok_encode(continuation, add_special_tokens=False)
+        ids = out.sighead["tokens"]["id"]
+        drop = len(cont) - len(ids)
+        assert ids == cont[drop:] and drop >= 0
+        if drop:  # only whitespace moved from the context is left out
+            dropped += 1
+            assert ours.tokenizer.decode(cont[:drop]).strip() == "" and moved_whitespace(context)
+        else:
+            assert math.log(out.sighead["sequence"]["softmax_prod"]) == pytest.approx(out[0], abs=1e-4)
+        [alone] = score(
+            ours.model,
+            ours.tokenizer,
+            [{"prompt_token_ids": ctx + cont[:drop], "response": continuation, "response_token_ids": ids}],
+            # HFLM's window: the last max_length + 1 tokens of context and continuation
+            ScoringOptions(chat_template=False, max_length=ours.max_length + 1, truncation="left"),
+            progress=False,
+        )
+        for name, value in alone.sequence_scores().items():
+            assert out.sighead["sequence"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert dropped >= 2  # the chat template's newline, the two spaces
+
+
+def test_loglikelihood_runs_as_many_forward_passes_as_hflm(models):
+    """One model pass per batch of requests: the confidence rides on HFLM's own forwards."""
+    stock, ours = models
+    requests = _requests("loglikelihood", _loglikelihood_args(stock.tokenizer)[:-1])
+    n_stock = _forwards(stock, lambda: stock.loglikelihood(requests, disable_tqdm=True))
+    n_ours = _forwards(ours, lambda: ours.loglikelihood(requests, disable_tqdm=True))
+    assert n_ours == n_stock > 1
+
+
 def test_multiple_choice_accuracy_is_stocks(models):
     """The choice with the highest log-likelihood, as lm-eval's `acc` picks it, is HFLM's."""
     stock, ours = models

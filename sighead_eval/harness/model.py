@@ -10,11 +10,10 @@ change when confidence is added. The scores ride along as attributes.
   those of exactly the generated tokens that decode to it after lm-eval's cut at a stop
   sequence. Where no prefix of the tokens decodes to the kept text (a cut inside a token) or the
   text is empty, that output alone is force-decoded. Outputs come back as `ScoredStr`.
-- `loglikelihood`: HFLM's own log-likelihood and greedy flag (its tokenisation moves a context's
-  trailing whitespace into the continuation). The confidence estimators score the continuation
-  their own way, tokenised apart from the context, so that a chat template's newline is never
-  scored as part of the response; that is a second, batched pass. Outputs come back as
-  `ScoredLoglikelihood`.
+- `loglikelihood`: HFLM's own log-likelihood and greedy flag, and the confidence from the same
+  model pass: HFLM's batches are scored as they run (`onepass.LoglikelihoodPass`), over HFLM's own
+  continuation tokens less those wholly inside the whitespace it moved there from the context.
+  Outputs come back as `ScoredLoglikelihood`.
 - `loglikelihood_rolling`: HFLM's, untouched.
 
 The adapter is attached by this class's own `adapter=` argument, after HFLM has loaded the model
@@ -52,6 +51,7 @@ from ..scoring import (
 )
 from .cli import launched_world_size
 from .confidence import ScoredLoglikelihood, ScoredStr
+from .onepass import AnswerHook, LoglikelihoodPass, Tagged
 
 
 def _parse_estimators(value) -> tuple[str, ...] | None:
@@ -143,6 +143,8 @@ class SigheadLM(HFLM):
         self.estimators = wanted
         self.abstain_below, self.abstain_confidence = abstain_below, abstain_confidence
         self._generated: list | None = None  # `GeneratedBatch`es, while `generate_until` runs
+        self._scored_ll: list | None = None  # `ScoredText`s, while `loglikelihood` runs
+        self._onepass: LoglikelihoodPass | None = None  # while HFLM's log-likelihood batches run
         self.redone_outputs = 0
         batch = self.batch_size if isinstance(self.batch_size, int) else 8
         self.scoring = ScoringOptions(
@@ -250,40 +252,78 @@ class SigheadLM(HFLM):
         return out
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[ScoredLoglikelihood]:
-        """HFLM's log-likelihoods, with the continuation's confidence scores attached (module doc).
-
-        A continuation longer than the model's window is one HFLM refuses (an assertion): for those
-        alone the value is the scoring pass's, over the continuation's last `max_length - 1`
-        tokens, with a warning."""
-        records, fits = [], []
-        for req in requests:
-            context, continuation = req.args
-            cont = self.tok_encode(continuation, add_special_tokens=False)
-            ctx = self.tok_encode(context) if context else [self.prefix_token_id]
-            if context:
-                stock_cont = self._encode_pair(context, continuation)[1]
-            else:  # HFLM takes a first token equal to its prefix token as the context
-                stock_cont = cont[1:] if cont and cont[0] == self.prefix_token_id else cont
-            fits.append(len(stock_cont) <= self.max_length)
-            ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
-            records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
-        stock = iter(
-            super().loglikelihood([r for r, ok in zip(requests, fits) if ok], disable_tqdm=disable_tqdm)
-        )
-        results = score(
-            self.model, self.tokenizer, records, self.scoring, progress=not disable_tqdm and self.rank == 0
-        )
-        out = []
-        for ok, result, summary in zip(fits, results, self._summaries(results)):
-            if ok:
-                logprob, greedy = next(stock)
-            else:
-                logprob = float(result.log_scores["softmax"].sum())
-                greedy = bool(result.greedy.all()) if result.greedy is not None else False
-            out.append(ScoredLoglikelihood(logprob, greedy, summary))
+        """HFLM's log-likelihoods, with the continuation's confidence scores attached, from HFLM's
+        own model pass (`onepass`; the module doc says which tokens are scored)."""
+        self._scored_ll = []
+        try:
+            values = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            results, self._scored_ll = self._scored_ll, None
+        out = [
+            ScoredLoglikelihood(logprob, greedy, summary)
+            for (logprob, greedy), summary in zip(values, self._summaries(results))
+        ]
         for req, result in zip(requests, out):
             self.cache_hook.add_partial("loglikelihood", req.args, result)
         return out
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """HFLM's, scoring each request's continuation from the same batches (`LoglikelihoodPass`),
+        when called from `loglikelihood` (not from `loglikelihood_rolling`).
+
+        A continuation longer than the model's window is one HFLM refuses (an assertion): for those
+        alone the value is the scoring engine's, over the continuation's last `max_length - 1`
+        tokens, with a warning."""
+        if getattr(self, "_scored_ll", None) is None:  # `loglikelihood_rolling`: HFLM's alone
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        fits = [len(cont) <= self.max_length for _, _, cont in requests]
+        kept = [r for r, ok in zip(requests, fits) if ok]
+        tagged = [(Tagged(i, req), ctx, cont) for i, (req, ctx, cont) in enumerate(kept)]
+        # seq2seq models: HFLM's values, and the scoring engine's own pass for the confidence
+        scoring = LoglikelihoodPass(self, tagged, self.scoring) if self.backend == "causal" else None
+        hook, self.cache_hook, self._onepass = self.cache_hook, AnswerHook(scoring), scoring
+        try:
+            stock = iter(super()._loglikelihood_tokens(tagged, disable_tqdm, override_bs))
+            if scoring is not None:
+                scoring.close()
+        finally:
+            self.cache_hook, self._onepass = hook, None
+        if scoring is not None:
+            scored = iter(scoring.results)
+        else:
+            scored = iter(self._score_apart(kept))
+        apart = iter(self._score_apart([r for r, ok in zip(requests, fits) if not ok]))
+        values = []
+        for ok in fits:
+            if ok:
+                values.append(next(stock))
+                self._scored_ll.append(next(scored))
+            else:
+                result = next(apart)
+                greedy = bool(result.greedy.all()) if result.greedy is not None else False
+                values.append((float(result.log_scores["softmax"].sum()), greedy))
+                self._scored_ll.append(result)
+        return values
+
+    def _score_apart(self, requests) -> list:
+        """The scoring engine's own pass over `(request, context tokens, continuation tokens)`."""
+        records = []
+        for (_, continuation), ctx, cont in requests:
+            ctx, cont = fit_response(list(ctx), list(cont), self.max_length)
+            records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
+        if not records:
+            return []
+        return score(self.model, self.tokenizer, records, self.scoring, progress=False)
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if getattr(self, "_onepass", None) is None:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        return self._onepass.model_call(super()._model_call, inps)
+
+    def _select_cont_toks(self, logits, contlen=None, inplen=None):
+        if getattr(self, "_onepass", None) is not None:
+            self._onepass.selected(inplen)
+        return super()._select_cont_toks(logits, contlen=contlen, inplen=inplen)
 
 
 class _KeptTexts:
