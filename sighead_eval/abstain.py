@@ -17,7 +17,7 @@ import torch
 from transformers import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from .estimators import check_running_confidence
+from .estimators import REGISTRY, check_running_confidence
 from .frozen import HeadInputs, unwrap
 from .scoring import ScoringOptions, active_head_layer, token_scores
 
@@ -90,7 +90,7 @@ class AbstainBelow(StoppingCriteria):
         if not 0 <= float(threshold) <= 1:
             raise ValueError(f"the threshold is a probability in [0, 1], got {threshold!r}")
         self.tap = StepTap(model, options).attach()
-        if estimator in ("sigmoid", "hybrid") and self.tap.head is None:
+        if REGISTRY[estimator].needs_head and self.tap.head is None:
             self.tap.detach()
             raise ValueError(f"{confidence!r} needs a Sigmoid Head adapter on the model; none is active")
         self.threshold, self.estimator, self.aggregation = float(threshold), estimator, aggregation

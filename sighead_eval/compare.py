@@ -41,6 +41,7 @@ from .estimators import (
     HYBRID_CONFIDENCES,
     PROBABILITIES,
     RIVAL_CONFIDENCES,
+    by_role,
     confidence,
 )
 from .files import check_output_dir, write_atomic
@@ -50,8 +51,8 @@ from .report.words import word_comparison, word_comparison_lines, word_headline_
 from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, split_indices
 
 METRICS = ("auroc", "prr")
-#: The baselines each head aggregation is compared with: the softmax's and BoostedProb's.
-BASELINES = tuple(f"{e}_{a}" for e in ("softmax", "boostedprob") for a in ("prod", "mean", "min"))
+#: The baselines each head aggregation is compared with: the rivals' (the softmax's, BoostedProb's).
+BASELINES = tuple(f"{e}_{a}" for e in by_role("rival") for a in ("prod", "mean", "min"))
 HEAD_ROWS = HEAD_CONFIDENCES
 
 

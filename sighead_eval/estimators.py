@@ -1,6 +1,11 @@
 """The vocabulary every face shares: estimator, aggregation and metric names, one list each.
 
-A *token estimator* gives each scored token a probability-like score:
+A *token estimator* gives each scored token a probability-like score. Each is one entry of
+`REGISTRY` (`TokenEstimator`): its name, whether it needs the head, its role in the comparisons,
+and its function over a chunk of scored rows. Every face (the scoring engine, lm-eval's filters
+and task templates, the evaluate modules, LM-Polygraph, abstention, plots and reports) derives
+its list from there; docs/extending.md says how to add one, from this package or from another
+through the `sighead_eval.estimators` entry point group.
 
 - `sigmoid`: the Sigmoid Head, `sigmoid(h_t . W_sig[y])`;
 - `softmax`: the LM's own probability `p(y)`;
@@ -13,6 +18,17 @@ A *token estimator* gives each scored token a probability-like score:
   the ceiling is 1, so it is the trained head, which keeps the within-set information the
   converged mechanism throws away; outside, the mechanism's converged judgement discounts the
   head's score. Computed only where a head is.
+- `weighted_boostedprob`: the authors' later BoostedProb (`boostedprob`'s
+  `weighted_sum_dominant_mass`): the dominant mass times `p(y) ** 0.01` if `y` is dominant, else
+  `p(y)`; it keeps the order inside the dominant set.
+- `combined`: the authors' "combined" score: the head's scores over the vocabulary, adjusted so that
+  their order follows the softmax's (`rank_preserving_adjust`), at `y`:
+  `min(A_y, (1 - 1e-3) * min{A_j : p_j > p_y})`, A the head's score. Opt-in: it needs the head's
+  scores of every token the softmax ranks above `y` (docs/extending.md states its cost).
+
+Each has a *role* in the comparisons: `head` (the Sigmoid Head), `rival` (the baselines the
+pre-registered comparison chooses among), `reference` (the ceiling), `lever` (the hybrid) or
+`extra` (reported beside the others, outside the pre-registered pool: the authors' newer scores).
 
 A *sequence aggregation* turns a response's token scores into one number (`SEQUENCE_AGGREGATIONS`,
 all computed by the scoring engine). A *confidence* is what the reports rank outputs by, named
@@ -36,12 +52,195 @@ outputs:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+
+@dataclass(frozen=True)
+class TokenEstimator:
+    """One token estimator: everything a face needs to know about it.
+
+    `compute(chunk)` returns the (n,) natural-log scores of a chunk's n scored tokens, from the
+    statistics the chunk shares between estimators (`sighead_eval.scoring.tokens.Chunk`: `logp`,
+    `own`, `sets`, `inside`, `head_logit`, `log_score(name)` for another estimator's scores...).
+    """
+
+    name: str
+    compute: Callable[[Any], Any]
+    needs_head: bool = False
+    role: str = "extra"
+    default: bool = True  # False: computed only when asked for (`ScoringOptions.estimators`)
+    summary: str = ""
+    colour: str | None = None  # in the plots; None: one of `PALETTE` not taken
+
+    def __post_init__(self):
+        if not self.name.isidentifier():  # joined to an aggregation with '_', split at the last one
+            raise ValueError(f"estimator name {self.name!r} should be letters, digits and '_'")
+        if self.role not in ROLES:
+            raise ValueError(f"estimator {self.name!r}: role should be one of {ROLES}, got {self.role!r}")
+
+
+ROLES = ("head", "rival", "reference", "lever", "extra")
+
+#: The paper's recipe, which the ceiling assumes: K negatives, the unigram's share of them, and the
+#: temperature of the softmax proposal.
+CEILING_NEGATIVES, CEILING_UNIGRAM_SHARE, CEILING_TEMPERATURE = 10, 0.5, 2.0
+#: `weighted_boostedprob`'s power of the token's own probability (boostedprob's `gamma`).
+WEIGHTED_BOOST_GAMMA = 0.01
+#: `combined`'s relative gap between consecutive ranks (the authors' `eps`).
+COMBINED_EPS = 1e-3
+
+
+def _sigmoid(c):
+    import torch.nn.functional as F
+
+    return F.logsigmoid(c.head_logit)
+
+
+def _softmax(c):
+    return c.own
+
+
+def _boostedprob(c):
+    from .dominant import boosted_log_prob
+
+    return boosted_log_prob(c.own, c.targets, c.sets)
+
+
+def _ceiling(c):
+    """log of the converged head's score under the paper's recipe: a dominant token is never a
+    negative and goes to 1; another settles at p / (p + its expected negative draws per
+    position), k_s p^(1/T) / S from the softmax proposal (S summed over the non-dominant tokens)
+    plus k_u / V from the unigram (taken as uniform)."""
+    import torch
+
+    own, sets = c.own, c.sets
+    k_u = CEILING_NEGATIVES * CEILING_UNIGRAM_SHARE
+    k_s = CEILING_NEGATIVES - k_u
+    dominant_tempered = ((c.top_logp / CEILING_TEMPERATURE).exp() * sets.mask).sum(-1)  # (n,)
+    rest = (c.tempered_mass - dominant_tempered).clamp_min(1e-30)  # S
+    p = own.exp()
+    draws = k_s * (own / CEILING_TEMPERATURE).exp() / rest + k_u / c.vocab
+    score = torch.log(p / (p + draws)).clamp_min(own - 100.0)  # finite where p underflows
+    return torch.where(c.inside, torch.zeros_like(own), score)
+
+
+def _hybrid(c):
+    return c.log_score("sigmoid") + c.log_score("ceiling")  # the head times its ceiling
+
+
+def _weighted_boostedprob(c):
+    import torch
+
+    boosted = c.sets.mass.clamp_min(1e-45).log() + WEIGHTED_BOOST_GAMMA * c.own
+    return torch.where(c.inside, boosted, c.own)
+
+
+def _combined(c):
+    """min(A_y, (1 - eps) min{A_j : p_j > p_y}) in logs, A = sigmoid(head logit): the head's
+    logits of the sorted top tokens ranked above y, and, for the rows where y ranks below the
+    sorted top, of the whole vocabulary (`Chunk.min_head_logit_above`)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    above = F.logsigmoid(c.min_head_logit_above()) + math.log1p(-COMBINED_EPS)  # -inf where none
+    return torch.minimum(c.log_score("sigmoid"), above)
+
+
+#: Every token estimator, in the order the reports list them.
+BUILTIN = (
+    TokenEstimator("sigmoid", _sigmoid, True, "head", summary="the Sigmoid Head", colour="#d62728"),
+    TokenEstimator("softmax", _softmax, role="rival", summary="the LM's own probability", colour="#1f77b4"),
+    TokenEstimator(
+        "boostedprob", _boostedprob, role="rival", summary="BoostedProb (dominant mass)", colour="#2ca02c"
+    ),
+    TokenEstimator(
+        "ceiling", _ceiling, role="reference", summary="the converged head's closed form", colour="#ff7f0e"
+    ),
+    TokenEstimator("hybrid", _hybrid, True, "lever", summary="the head times the ceiling", colour="#8c564b"),
+    TokenEstimator(
+        "weighted_boostedprob",
+        _weighted_boostedprob,
+        summary="the authors' weighted BoostedProb",
+        colour="#17becf",
+    ),
+    TokenEstimator(
+        "combined",
+        _combined,
+        needs_head=True,
+        default=False,
+        summary="the authors' head scores ordered as the softmax's",
+        colour="#e377c2",
+    ),
+)
+#: Plot colours of the estimators that name none.
+PALETTE = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+
+
+def _plugins() -> tuple[TokenEstimator, ...]:
+    """Token estimators other packages declare under the `sighead_eval.estimators` entry point group,
+    each a `TokenEstimator`."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for point in entry_points(group="sighead_eval.estimators"):
+        entry = point.load()
+        if not isinstance(entry, TokenEstimator):
+            raise TypeError(
+                f"entry point {point.name!r} ({point.value}) of group 'sighead_eval.estimators' should be "
+                f"a sighead_eval.estimators.TokenEstimator, got {type(entry).__name__}"
+            )
+        found.append(entry)
+    return tuple(found)
+
+
+#: The one list of token estimators: the built-in ones, then those of installed plug-ins.
+REGISTRY: dict[str, TokenEstimator] = {e.name: e for e in (*BUILTIN, *_plugins())}
 #: Token-level estimators whose scores are probabilities (kept as natural logs while scoring).
-TOKEN_ESTIMATORS = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid")
+TOKEN_ESTIMATORS = tuple(REGISTRY)
+#: The estimators computed unless asked otherwise, and those that need a Sigmoid Head.
+DEFAULT_ESTIMATORS = tuple(e.name for e in REGISTRY.values() if e.default)
+HEAD_ESTIMATORS = tuple(e.name for e in REGISTRY.values() if e.needs_head)
+
+
+def colours() -> dict[str, str]:
+    """Every token estimator's plot colour, then the entropy's and the length's."""
+    free = iter(c for c in PALETTE if c not in {e.colour for e in REGISTRY.values()})
+    out = {e.name: e.colour or next(free, "#000000") for e in REGISTRY.values()}
+    return {**out, "entropy": "#9467bd", "length": "#7f7f7f"}
+
+
+def split_confidence(name: str) -> tuple[str, str]:
+    """`sigmoid_mean` -> (`sigmoid`, `mean`), `weighted_boostedprob_min` -> (`weighted_boostedprob`,
+    `min`); `length` -> (`length`, ``)."""
+    estimator, _, aggregation = name.rpartition("_")
+    return (estimator, aggregation) if estimator else (name, "")
+
+
+def by_role(*roles: str) -> tuple[str, ...]:
+    """The token estimators of the given roles, in registry order."""
+    return tuple(e.name for e in REGISTRY.values() if e.role in roles)
+
+
+def check_estimators(names) -> tuple[str, ...]:
+    """`names` (an iterable, or a '|'- or ','-separated string) checked against the registry."""
+    if isinstance(names, str):
+        names = names.replace(",", "|").split("|")
+    names = tuple(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(
+            f"unknown token estimator(s) {unknown}; known: {', '.join(TOKEN_ESTIMATORS)} (separate several "
+            "with '|', e.g. sigmoid|softmax)"
+        )
+    return names
+
+
 #: Every aggregation the scoring engine computes per sequence (`ScoredText.sequence_scores`).
 SEQUENCE_AGGREGATIONS = ("mean", "prod", "sumlog", "meanlog", "min")
 #: The aggregations the reports (lm-eval tasks, demo, compare) rank outputs by.
@@ -55,17 +254,19 @@ CONFIDENCES = (*PROBABILITIES, "entropy_mean", "entropy_max", "length")
 #: product; the rank correlations do not.
 LOG_AGGREGATIONS = ("sumlog", "meanlog")
 GRADED_CONFIDENCES = (*CONFIDENCES, *(f"{e}_{a}" for e in TOKEN_ESTIMATORS for a in LOG_AGGREGATIONS))
-#: The Sigmoid Head's confidences, and the baselines a head is compared with.
-HEAD_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("sigmoid_"))
-CEILING_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("ceiling_"))
-HYBRID_CONFIDENCES = tuple(c for c in PROBABILITIES if c.startswith("hybrid_"))
-#: The baselines a head is compared with: everything but the head, its ceiling, the hybrid of the
-#: two and the length.
-RIVAL_CONFIDENCES = tuple(
-    c
-    for c in CONFIDENCES
-    if c not in HEAD_CONFIDENCES + CEILING_CONFIDENCES + HYBRID_CONFIDENCES and c != "length"
-)
+
+
+def _confidences(*roles: str) -> tuple[str, ...]:
+    return tuple(f"{e}_{a}" for e in by_role(*roles) for a in REPORTED_AGGREGATIONS)
+
+
+#: The Sigmoid Head's confidences, its ceiling's, the hybrid's.
+HEAD_CONFIDENCES = _confidences("head")
+CEILING_CONFIDENCES = _confidences("reference")
+HYBRID_CONFIDENCES = _confidences("lever")
+#: The baselines a head is compared with (the pre-registered pool): the rivals' confidences and the
+#: entropy's. The `extra` estimators are reported beside them, outside the pool.
+RIVAL_CONFIDENCES = (*_confidences("rival"), "entropy_mean", "entropy_max")
 
 GRADED_METRICS = ("pearson", "spearman", "kendall", "prr", "prr_50")
 BINARY_METRICS = ("auroc", "ap", "prr", "prr_50", "aurc")
@@ -103,7 +304,7 @@ RUNNING_AGGREGATIONS = ("min", "mean", "prod")
 
 def check_running_confidence(name: str) -> tuple[str, str]:
     """`(token estimator, running aggregation)` of a decode-time confidence such as `sigmoid_min`."""
-    estimator, _, running = str(name).partition("_")
+    estimator, _, running = str(name).rpartition("_")
     if estimator not in TOKEN_ESTIMATORS or running not in RUNNING_AGGREGATIONS:
         raise ValueError(
             f"unknown decode-time confidence {name!r}; give {{{','.join(TOKEN_ESTIMATORS)}}}_"

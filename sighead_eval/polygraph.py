@@ -35,7 +35,7 @@ except ImportError as err:  # pragma: no cover - the message is the point
         "sighead_eval.polygraph needs LM-Polygraph: pip install 'sighead-eval[polygraph]'"
     ) from err
 
-from .estimators import SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
+from .estimators import REGISTRY, SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
 from .frozen import wrapped_method
 from .models import load_adapter
 from .scoring import ScoringOptions, StepScores, active_head_layer
@@ -271,9 +271,8 @@ def geo_qa_manager(
 
     if estimators is None:
         estimators = [getattr(polygraph_estimators, name)() for name in BASELINES]
-        needs_head = ("sigmoid", "hybrid")
         estimators += [
-            SigmoidHeadSequence(e, a) for e, a in HEAD_ESTIMATORS if adapter or e not in needs_head
+            SigmoidHeadSequence(e, a) for e, a in HEAD_ESTIMATORS if adapter or not REGISTRY[e].needs_head
         ]
     return UEManager(
         Dataset([d["question"] for d in docs], [str(i) for i in range(len(docs))], batch_size=batch_size),

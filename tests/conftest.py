@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,25 @@ def tiny_dir(tmp_path_factory):
     get_peft_model(build_model("llama"), SigmoidHeadConfig()).save_pretrained(root / "head")
     get_peft_model(build_model("qwen2"), SigmoidHeadConfig()).save_pretrained(root / "qwen_head")
     return root
+
+
+ESTIMATOR_PLUGIN = """
+from sighead_eval.estimators import TokenEstimator
+
+
+def _halved(chunk):
+    return chunk.own - 0.6931471805599453  # half the softmax probability
+
+
+HALVED = TokenEstimator("halved", _halved, role="extra", summary="half the softmax")
+"""
+
+
+def write_estimator_plugin(folder: Path) -> None:
+    """An installed package (on `sys.path` once `folder` is) declaring the token estimator `halved`
+    under the `sighead_eval.estimators` entry point group."""
+    (folder / "halved_plugin.py").write_text(ESTIMATOR_PLUGIN)
+    info = folder / "halved_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halved-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sighead_eval.estimators]\nhalved = halved_plugin:HALVED\n")

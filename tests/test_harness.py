@@ -92,6 +92,20 @@ def test_every_task_folder_has_its_yaml_readme_and_hooks(task_manager):
     assert set(OFFLINE_TASKS) | set(HUB_TASKS) <= registered
 
 
+@pytest.mark.parametrize("template", ["_binary_template", "_graded_template", "_span_template"])
+def test_templates_are_written_from_the_registry(template, tmp_path):
+    """The committed templates are what `python -m sighead_eval.harness.templates` writes; its
+    `--check` says so, and fails on a stale one."""
+    from sighead_eval.harness import templates
+
+    assert (tasks_dir() / template).read_text(encoding="utf-8") == templates.render(template)
+    assert templates.main(["--check"]) == 0
+    (tmp_path / template).write_text("filter_list: []\n", encoding="utf-8")
+    assert templates.main(["--check", "--tasks", str(tmp_path)]) == 1
+    assert templates.main(["--tasks", str(tmp_path)]) == 0  # rewritten
+    assert (tmp_path / template).read_text(encoding="utf-8") == templates.render(template)
+
+
 @pytest.mark.parametrize("template", ["_binary_template", "_graded_template"])
 def test_templates_list_every_estimator_and_metric(template):
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -308,6 +322,9 @@ def test_force_decoding_task_reports_every_estimator_with_the_engines_numbers(ti
     out = evaluate(tiny, task_manager, ["sighead_wiki_facts"], limit=8)
     res = out["results"]["sighead_wiki_facts"]
     for est in E.CONFIDENCES:
+        if E.split_confidence(est)[0] in E.REGISTRY and not E.REGISTRY[E.split_confidence(est)[0]].default:
+            assert f"auroc,{est}" not in res  # opt-in (`combined`): not computed unless asked for
+            continue
         for metric in E.BINARY_METRICS:
             assert math.isfinite(res[f"{metric},{est}"]), (metric, est)
         assert (f"brier,{est}" in res) == (est in E.PROBABILITIES)
@@ -340,6 +357,9 @@ def test_generation_task_scores_what_was_generated(tiny, task_manager):
     for s in out["samples"]["sighead_geo_qa"]:
         judged = json.loads(str(s["filtered_resps"][0]))
         assert judged["response"] == s["resps"][0][0]
+        if s["filter"].startswith("combined_"):  # opt-in, not asked for here: no confidence
+            assert judged["confidence"] is None
+            continue
         assert judged["n_tokens"] >= 1 and math.isfinite(judged["confidence"])
 
 
@@ -376,9 +396,9 @@ def test_without_an_adapter_the_baselines_still_run(tiny, task_manager):
 def test_asking_for_the_head_without_an_adapter_is_refused(tiny):
     from sighead_eval.harness.model import SigheadLM
 
-    with pytest.raises(ValueError, match="estimator 'sigmoid' needs a Sigmoid Head.*adapter="):
+    with pytest.raises(ValueError, match=r"estimator\(s\) \['sigmoid'\] need a Sigmoid Head.*adapter="):
         SigheadLM(pretrained=str(tiny / "base"), estimators="sigmoid|softmax")
-    with pytest.raises(ValueError, match="unknown estimator.*'sigmod'"):
+    with pytest.raises(ValueError, match="unknown token estimator.*'sigmod'"):
         SigheadLM(pretrained=str(tiny / "base"), estimators="sigmod")
 
 
@@ -408,8 +428,13 @@ def test_the_dominant_rule_is_a_model_argument_checked_before_the_model_loads(ti
 
 @pytest.mark.parametrize("task", sorted(HUB_TASKS))
 def test_hub_tasks_run_on_their_fixture(tiny, task_manager, task):
-    out = evaluate(
-        tiny, task_manager, [task], limit=None, metadata={"data_files": str(FIXTURES / HUB_TASKS[task])}
+    out = evaluate(  # every estimator, the opt-in `combined` too
+        tiny,
+        task_manager,
+        [task],
+        limit=None,
+        metadata={"data_files": str(FIXTURES / HUB_TASKS[task])},
+        model_args=",estimators=" + "|".join(E.TOKEN_ESTIMATORS),
     )
     res = out["results"][task]
     graded = task.startswith("sighead_wmt")
@@ -445,7 +470,7 @@ def test_sighead_eval_lm_eval_command_writes_results_and_curves(tiny, tmp_path, 
     assert "sigmoid_mean" in printed and "auroc" in printed
     [curves] = list((tmp_path / "out").rglob("curves_sighead_wiki_facts_*.json"))
     data = json.loads(curves.read_text())
-    assert set(data) == set(E.CONFIDENCES)
+    assert set(data) == {c for c in E.CONFIDENCES if not c.startswith("combined_")}  # not asked for
     assert (
         data["softmax_mean"]["oracle"][0] == pytest.approx(0.5)
         and len(data["softmax_mean"]["estimator"]) == 6

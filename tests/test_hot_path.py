@@ -17,6 +17,9 @@ from torch.overrides import TorchFunctionMode
 from sighead_eval import SigmoidHeadConfig
 from sighead_eval import scoring as S
 from sighead_eval.pieces import token_pieces
+from sighead_eval.scoring import engine as E
+from sighead_eval.scoring import results as R
+from sighead_eval.scoring import tokens as T
 
 #: Tensor methods that copy to the host or wait for the device.
 READS = {"cpu", "tolist", "item", "numpy", "__bool__", "__int__", "__float__", "nonzero"}
@@ -97,7 +100,7 @@ def test_off_the_cpu_the_estimators_never_read_back_and_give_the_cpus_values(mon
     hidden = torch.randn(96, layer.base_layer.weight.shape[1], generator=g)
     with torch.no_grad():
         cpu = S.token_scores(z[:, :300], targets, hidden, layer)
-        monkeypatch.setattr(S, "host_reads_are_free", lambda device: False)
+        monkeypatch.setattr(T, "host_reads_are_free", lambda device: False)
         with TensorCalls() as mode:
             device = S.token_scores(z[:, :300], targets, hidden, layer, S.ScoringOptions(chunk_rows=32))
     assert not {k: mode.calls[k] for k in READS if mode.calls[k]}
@@ -126,8 +129,8 @@ def test_token_pieces_equal_one_decode_per_token(chat):
 def test_token_texts_are_decoded_only_when_read(tokenizer, monkeypatch):
     model = _model()
     decoded = []
-    table = S.token_pieces
-    monkeypatch.setattr(S, "token_pieces", lambda tok, ids: decoded.append(len(ids)) or table(tok, ids))
+    table = R.token_pieces
+    monkeypatch.setattr(R, "token_pieces", lambda tok, ids: decoded.append(len(ids)) or table(tok, ids))
     [result] = S.score(model, tokenizer, _records(1, n=1), progress=False)
     assert decoded == []  # scoring decodes nothing
     assert "".join(result.tokens) == _records(1, n=1)[0]["response"]
@@ -161,7 +164,7 @@ def test_auto_batch_size_halves_on_running_out_of_memory_and_scores_the_same(tok
     model = _model()
     records = _records(2, n=10)
     fixed = S.score(model, tokenizer, records, S.ScoringOptions(batch_size=3), progress=False)
-    real, sizes = S.frozen_pass, []
+    real, sizes = E.frozen_pass, []
 
     def small_device(model, sequences, starts, pad):  # a device that holds 4 records at most
         sizes.append(len(sequences))
@@ -169,8 +172,8 @@ def test_auto_batch_size_halves_on_running_out_of_memory_and_scores_the_same(tok
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, sequences, starts, pad)
 
-    monkeypatch.setattr(S, "frozen_pass", small_device)
-    monkeypatch.setattr(S, "auto_batch_start", lambda device: 16)
+    monkeypatch.setattr(E, "frozen_pass", small_device)
+    monkeypatch.setattr(E, "auto_batch_start", lambda device: 16)
     auto = S.score(model, tokenizer, records, S.ScoringOptions(batch_size="auto"), progress=False)
     assert sizes == [10, 8, 4, 4, 2]  # 16 (all 10), 8 out of memory; then 4 at a time
     for a, b in zip(auto, fixed):

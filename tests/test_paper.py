@@ -16,6 +16,8 @@ from sighead_eval import spans as S
 from sighead_eval.harness import spans as H
 from sighead_eval.harness.data import task_hooks, tasks_dir
 
+ALL = "|".join(E.TOKEN_ESTIMATORS)
+
 PAPER = Path(__file__).parent / "fixtures" / "paper"
 HUB = Path(__file__).parent / "fixtures" / "hub"
 #: Each mirrored task and the --metadata that points it at its fixture (the authors' layout).
@@ -220,7 +222,8 @@ def test_each_mirrored_task_runs_on_its_fixture_in_lm_eval(tiny_dir, task):
     )
     out = lm_eval.simple_evaluate(
         model="sighead",
-        model_args=f"pretrained={tiny_dir / 'base'},adapter={tiny_dir / 'head'}",
+        # every estimator, the opt-in `combined` too
+        model_args=f"pretrained={tiny_dir / 'base'},adapter={tiny_dir / 'head'},estimators={ALL}",
         tasks=[task],
         batch_size=4,
         apply_chat_template=True,
@@ -289,7 +292,8 @@ def test_the_word_level_tasks_run_in_lm_eval(tiny_dir, task_manager, task):
 
     out = lm_eval.simple_evaluate(
         model="sighead",
-        model_args=f"pretrained={tiny_dir / 'base'},adapter={tiny_dir / 'head'}",
+        # every estimator, the opt-in `combined` too
+        model_args=f"pretrained={tiny_dir / 'base'},adapter={tiny_dir / 'head'},estimators={ALL}",
         tasks=[task],
         limit=24,
         batch_size=4,

@@ -167,3 +167,22 @@ def test_the_example_config_builds_through_polygraphs_own_factories(run):
     assert isinstance(calculator, P.SigmoidHeadGreedyProbsCalculator)
     built = [FactoryEstimator()(e.name, e.get("cfg", {})) for e in config.estimators]
     assert {str(e) for e in built} >= {"SigmoidHead[sigmoid_mean]", "BoostedProbSequence"}
+
+
+def test_a_plugin_estimator_reaches_the_polygraph_statistics(tmp_path):
+    """An estimator another package declares (entry point group `sighead_eval.estimators`) is one of
+    the statistics the LM-Polygraph calculator provides."""
+    import subprocess
+    import sys
+
+    from conftest import write_estimator_plugin
+
+    write_estimator_plugin(tmp_path)
+    script = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+        "from sighead_eval.polygraph import SIGHEAD_STATS, stat_name; "
+        "print(stat_name('halved') in SIGHEAD_STATS, stat_name('softmax') in SIGHEAD_STATS)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]

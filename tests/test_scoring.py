@@ -156,7 +156,7 @@ def test_word_spans():
 
 def test_without_adapter_only_the_softmax_baselines(tokenizer):
     result = score(build_model("llama"), tokenizer, RECORDS[:1], progress=False)[0]
-    assert result.estimators == ["softmax", "boostedprob", "ceiling"]
+    assert result.estimators == ["softmax", "boostedprob", "ceiling", "weighted_boostedprob"]
     assert "sigmoid_mean" not in result.sequence_scores()
 
 

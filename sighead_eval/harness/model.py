@@ -34,7 +34,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..dominant import check_rule
-from ..estimators import TOKEN_ESTIMATORS
+from ..estimators import REGISTRY, check_estimators, check_running_confidence
 from ..frozen import unwrap, wrapped_method
 from ..models import check_adapter_dir, load_adapter, resolve_model
 from ..scoring import (
@@ -57,14 +57,10 @@ from .onepass import AnswerHook, LoglikelihoodPass, Tagged
 def _parse_estimators(value) -> tuple[str, ...] | None:
     if value is None or value == "":
         return None
-    names = tuple(x for x in (value.split("|") if isinstance(value, str) else value) if x)
-    unknown = [x for x in names if x not in TOKEN_ESTIMATORS]
-    if unknown:
-        raise ValueError(
-            f"unknown estimator(s) {unknown} in `estimators`; known: {', '.join(TOKEN_ESTIMATORS)} "
-            "(separate several with '|', e.g. estimators=sigmoid|softmax)"
-        )
-    return names
+    try:
+        return check_estimators(value)
+    except ValueError as err:
+        raise ValueError(f"`estimators`: {err}") from None
 
 
 @register_model("sighead")
@@ -98,18 +94,19 @@ class SigheadLM(HFLM):
         wanted = _parse_estimators(estimators)
         check_rule(float(p_jump), float(epsilon), str(dominant_mode), None)  # before the model loads
         abstain_below = None if abstain_below in (None, "", "None") else float(abstain_below)
+        watched, _ = check_running_confidence(abstain_confidence)  # before the model loads
         if abstain_below is not None:
             GenerationOptions(abstain_below=abstain_below)  # checks it is a probability
-            if abstain_confidence.split("_")[0] in ("sigmoid", "hybrid") and adapter is None:
+            if REGISTRY[watched].needs_head and adapter is None:
                 raise ValueError(
                     f"abstain_confidence={abstain_confidence} needs a Sigmoid Head: pass `adapter=DIR`, or "
                     "abstain on a softmax confidence (abstain_confidence=softmax_min)"
                 )
-        if adapter is None and wanted and "sigmoid" in wanted:
+        if adapter is None and wanted and any(REGISTRY[n].needs_head for n in wanted):
             raise ValueError(
-                "estimator 'sigmoid' needs a Sigmoid Head: pass `adapter=DIR` in --model_args (e.g. "
-                "adapter=adapters/smollm2-135m-instruct-wiki); without one, leave `sigmoid` out and the "
-                "softmax baselines (softmax, boostedprob, entropy) still run"
+                f"estimator(s) {[n for n in wanted if REGISTRY[n].needs_head]} need a Sigmoid Head: pass "
+                "`adapter=DIR` in --model_args (e.g. adapter=adapters/smollm2-135m-instruct-wiki); without "
+                "one, leave them out and the softmax baselines (softmax, boostedprob, entropy) still run"
             )
         if adapter is not None:
             check_adapter_dir(adapter)  # a bad directory fails here, before the model loads
@@ -155,6 +152,7 @@ class SigheadLM(HFLM):
             p_jump=float(p_jump),
             epsilon=float(epsilon),
             dominant_mode=str(dominant_mode),
+            estimators=wanted,
         )
         if active_head(self.model) is None and adapter is not None:
             raise RuntimeError(f"the adapter at {adapter} loaded but no Sigmoid Head is active")
@@ -166,15 +164,7 @@ class SigheadLM(HFLM):
 
     # -- scoring -----------------------------------------------------------------------------
     def _summaries(self, results) -> list[dict]:
-        out = []
-        for r in results:
-            s = r.summary()
-            if self.estimators is not None:
-                s["sequence"] = {
-                    k: v for k, v in s["sequence"].items() if k.split("_")[0] in (*self.estimators, "entropy")
-                }
-            out.append(s)
-        return out
+        return [r.summary() for r in results]  # the estimators computed: `estimators`, else the defaults
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         if getattr(self, "_generated", None) is None:  # not inside `generate_until`

@@ -7,18 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics as core
+from ..estimators import colours, split_confidence
 from ..files import atomic_path
 from .samples import TaskSamples
 
-FAMILY_COLOURS = {
-    "sigmoid": "#d62728",
-    "softmax": "#1f77b4",
-    "boostedprob": "#2ca02c",
-    "ceiling": "#ff7f0e",
-    "hybrid": "#8c564b",
-    "entropy": "#9467bd",
-    "length": "#7f7f7f",
-}
+#: Each estimator's colour (from the registry), the entropy's and the length's.
+FAMILY_COLOURS = colours()
 STYLES = {"mean": "-", "prod": "--", "min": ":", "max": "-."}
 FAMILIES = tuple(FAMILY_COLOURS)
 
@@ -41,8 +35,7 @@ def _save(fig, path: Path) -> Path:
 
 def family(estimator: str) -> tuple[str, str]:
     """`sigmoid_mean` -> (`sigmoid`, `mean`); `length` -> (`length`, ``)."""
-    fam, _, agg = estimator.partition("_")
-    return fam, agg
+    return split_confidence(estimator)
 
 
 def rejection_figure(ts: TaskSamples):

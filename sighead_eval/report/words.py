@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import spans as S
+from ..estimators import by_role
 from .samples import TaskSamples
 
 #: The word-level figures the demo shows (of `spans.SPAN_METRICS`).
@@ -118,7 +119,7 @@ def word_table_markdown(task: str, rows: dict[str, dict[str, float]]) -> str:
 # -- the pre-registered word-level comparison (`compare --split both`) --------------------------------
 #: The rivals of the head at word level (the token estimators that need no head), the roles
 #: compared with the best of them on dev, and the one tested metric (threshold-free).
-WORD_RIVALS = ("softmax", "boostedprob", "entropy")
+WORD_RIVALS = (*by_role("rival"), "entropy")
 WORD_ROLES = {"head": "sigmoid", "ceiling": "ceiling", "hybrid": "hybrid"}
 WORD_TESTED = "bad_auroc"
 

@@ -1,0 +1,83 @@
+"""The scoring engine: model + texts -> per-token, per-word and per-sequence confidence.
+
+One frozen pass gives, at every response position, the head's input `h_t` and the softmax logits.
+From them `token_scores` computes every token estimator of the registry
+(`sighead_eval.estimators.REGISTRY`: the Sigmoid Head, the softmax, BoostedProb, ...), the
+softmax entropy in nats (higher = less sure), and the dominant set's size and mass.
+
+Two ways in: `score` force-decodes given responses (one forward pass per batch), `generate` lets
+the model write the responses and records the same scores during generation, with no second pass.
+
+Conventions: prompt and chat-template tokens are never scored; the end-of-turn/EOS token is left
+out unless `include_eos=True`. An empty response is scored as the end-of-turn token the model
+emitted in its place (so every aggregate is a finite number, never NaN); such results carry
+`empty_response=True`.
+
+The package's files, each small enough to read at once: `options` (what a run is asked for),
+`inputs` (records to token ids), `tokens` (the per-token core over chunks of rows), `results`
+(`ScoredText`), `engine` (`score`, `generate`, `StepScores`).
+"""
+
+from ..frozen import unwrap
+from .engine import (
+    AUTO_BATCH_START,
+    CPU_AUTO_BATCH,
+    StepScores,
+    active_head,
+    active_head_layer,
+    auto_batch_start,
+    first_end,
+    generate,
+    score,
+)
+from .inputs import Encoded, encode_records, eos_ids, fit_response, model_context_length, padding_id
+from .options import TRUNCATION, GenerationOptions, ScoringOptions
+from .results import ScoredText, build_result, scores_to_host, word_spans
+from .tokens import (
+    CPU_CHUNK_ROWS,
+    DEVICE_CHUNK_BYTES,
+    SHORT_TOP_K,
+    TOKEN_STATS,
+    Chunk,
+    chunk_rows,
+    host_reads_are_free,
+    token_scores,
+    top_log_probs,
+    wanted_estimators,
+)
+
+__all__ = [
+    "AUTO_BATCH_START",
+    "CPU_AUTO_BATCH",
+    "CPU_CHUNK_ROWS",
+    "DEVICE_CHUNK_BYTES",
+    "SHORT_TOP_K",
+    "TOKEN_STATS",
+    "TRUNCATION",
+    "Chunk",
+    "Encoded",
+    "GenerationOptions",
+    "ScoredText",
+    "ScoringOptions",
+    "StepScores",
+    "active_head",
+    "active_head_layer",
+    "auto_batch_start",
+    "build_result",
+    "chunk_rows",
+    "encode_records",
+    "eos_ids",
+    "first_end",
+    "fit_response",
+    "generate",
+    "host_reads_are_free",
+    "model_context_length",
+    "padding_id",
+    "score",
+    "scores_to_host",
+    "token_scores",
+    "unwrap",
+    "top_log_probs",
+    "wanted_estimators",
+    "word_spans",
+]
