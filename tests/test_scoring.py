@@ -398,10 +398,16 @@ def test_the_hybrid_is_the_head_times_its_ceiling_and_needs_a_head(tokenizer):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none")
 def test_scores_on_a_gpu_equal_those_on_the_cpu(tokenizer):
+    """Every estimator, the opt-in `combined` too: the GPU's fused statistics and one-sort top-k
+    against the CPU's branches."""
+    from sighead_eval.estimators import TOKEN_ESTIMATORS
+
     model = _with_head()
-    on_cpu = score(model, tokenizer, RECORDS, progress=False)
-    on_gpu = score(model.to("cuda"), tokenizer, RECORDS, progress=False)
+    options = ScoringOptions(estimators=TOKEN_ESTIMATORS)
+    on_cpu = score(model, tokenizer, RECORDS, options, progress=False)
+    on_gpu = score(model.to("cuda"), tokenizer, RECORDS, options, progress=False)
     for a, b in zip(on_cpu, on_gpu):
+        assert set(a.log_scores) == set(TOKEN_ESTIMATORS)
         _close(a, b, atol=1e-4)
 
 

@@ -64,7 +64,7 @@ class ScoringOptions:
             "256 MB of float32 logits on an accelerator)."
         },
     )
-    estimators: tuple[str, ...] | str | None = field(
+    estimators: str | tuple[str, ...] | None = field(
         default=None,
         metadata={
             "help": "Token estimators to compute, '|'-separated (e.g. 'sigmoid|softmax|combined'). Default: "

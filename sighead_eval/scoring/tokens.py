@@ -47,6 +47,43 @@ def host_reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def fused_statistics(logits: torch.Tensor, targets: torch.Tensor, inv_temperature: float):
+    """The vocabulary-wide statistics of a chunk in a few reductions over its logits, never
+    writing a (n, V) intermediate: `(log-sum-exp, entropy, tempered mass, log p(y))`, each (n,).
+    The entropy is sum p (lse - z), whose terms are never negative (no cancellation); masked
+    tokens (z = -inf) add nothing. `torch.compile` fuses it on accelerators (`_fused`)."""
+    z = logits.float()
+    top = z.amax(-1, keepdim=True)
+    lse = top + (z - top).exp().sum(-1, keepdim=True).log()  # (n, 1)
+    nll = lse - z  # -log p >= 0
+    p = (-nll).exp()
+    entropy = torch.where(p > 0, p * nll, 0.0).sum(-1)
+    tempered = (-nll * inv_temperature).exp().sum(-1)
+    own = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)
+    return lse.squeeze(-1), entropy, tempered, own
+
+
+_COMPILED: dict = {}
+
+
+def _fused(device: torch.device):
+    """`fused_statistics`, compiled once for CUDA devices (Triton kernels); eager elsewhere, or where
+    compiling is turned off (SIGHEAD_EVAL_COMPILE=0) or fails (with a warning)."""
+    if device.type not in _COMPILED:
+        import os
+
+        fn = fused_statistics
+        if device.type == "cuda" and os.environ.get("SIGHEAD_EVAL_COMPILE", "1") != "0":
+            try:
+                fn = torch.compile(fused_statistics, dynamic=True)
+            except Exception as err:  # a platform without a compiler: eager, same values
+                import warnings
+
+                warnings.warn(f"torch.compile of the estimators failed ({err}); running eagerly", stacklevel=2)
+        _COMPILED[device.type] = fn
+    return _COMPILED[device.type]
+
+
 def wanted_estimators(options: ScoringOptions, head) -> tuple[str, ...]:
     """The token estimators a run computes: those asked for (`options.estimators`), else the
     default ones; those needing a head only where one is."""
@@ -102,6 +139,13 @@ class Chunk:
         self.head, self.options = head, options
         self.vocab = logits.shape[-1]
         self._scores: dict[str, torch.Tensor] = {}
+        # Off the CPU, the vocabulary-wide statistics come from one fused function over the logits
+        # (`fused_statistics`) and the top-k sorts the logits themselves: no (n, V) float32 copy.
+        self.fused = not host_reads_are_free(logits.device)
+
+    @cached_property
+    def _statistics(self) -> tuple[torch.Tensor, ...]:
+        return _fused(self.logits.device)(self.logits, self.targets, 1.0 / CEILING_TEMPERATURE)
 
     def log_score(self, name: str) -> torch.Tensor:
         """Estimator `name`'s (n,) log scores, computed once."""
@@ -119,6 +163,10 @@ class Chunk:
 
     @cached_property
     def _top(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fused:  # the logits' order is the log-softmax's
+            k = min(self.options.dominant_top_k or exact_top_k(self.options.epsilon, self.vocab), self.vocab)
+            top, ids = torch.topk(self.logits, k=k, dim=-1, largest=True, sorted=True)
+            return top.float() - self.log_normalizer.unsqueeze(-1), ids
         return top_log_probs(self.logp, self.options)
 
     @property
@@ -141,6 +189,8 @@ class Chunk:
     @cached_property
     def own(self) -> torch.Tensor:
         """(n,) log p(y)."""
+        if self.fused:
+            return self._statistics[3]
         return self.logp.gather(-1, self.targets.unsqueeze(-1)).squeeze(-1)
 
     @cached_property
@@ -153,11 +203,15 @@ class Chunk:
         """(n,) sum of p^(1/T) over the vocabulary: the ceiling's softmax proposal before the cut.
         As exp(log p / T): the square root of the tail's denormal probabilities runs about seven
         times slower than exp on a CPU (and exp of the halved log is the more accurate)."""
+        if self.fused:
+            return self._statistics[2]
         return self.logp.mul(1.0 / CEILING_TEMPERATURE).exp_().sum(-1)
 
     @cached_property
     def entropy(self) -> torch.Tensor:
         """(n,) the softmax entropy in nats."""
+        if self.fused:
+            return self._statistics[1]
         logp = self.logp
         terms = logp.exp().mul_(logp)  # (n, V) p log p
         if host_reads_are_free(logp.device):
@@ -172,6 +226,8 @@ class Chunk:
     @cached_property
     def log_normalizer(self) -> torch.Tensor:
         """(n,) the logits' log-sum-exp: the argmax's logit minus its log probability."""
+        if self.fused:
+            return self._statistics[0]
         return self.logits.gather(-1, self.top_ids[:, :1]).squeeze(-1).float() - self.top_logp[:, 0]
 
     @cached_property
@@ -198,7 +254,12 @@ class Chunk:
         if rows.numel():
             offset = None if self.offset is None else self.offset[rows]
             full = self.head.head_logits(self.hidden[rows], None, offset=offset).float()  # (m, V)
-            above = self.logp[rows] > self.own[rows].unsqueeze(-1)
+            logp = (
+                self.logits[rows].float() - self.log_normalizer[rows].unsqueeze(-1)
+                if self.fused
+                else self.logp[rows]
+            )
+            above = logp > self.own[rows].unsqueeze(-1)
             z[rows] = torch.where(above, full, math.inf).amin(-1)
         return z
 
