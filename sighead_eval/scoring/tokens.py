@@ -79,7 +79,7 @@ def _fused(device: torch.device):
             except Exception as err:  # a platform without a compiler: eager, same values
                 import warnings
 
-                warnings.warn(f"torch.compile of the estimators failed ({err}); running eagerly", stacklevel=2)
+                warnings.warn(f"torch.compile failed ({err}); the estimators run eagerly", stacklevel=2)
         _COMPILED[device.type] = fn
     return _COMPILED[device.type]
 
