@@ -107,7 +107,7 @@ def main() -> None:
                 for b, s_ in enumerate(chunk):
                     x[b, : len(s_)] = torch.tensor(s_)
                     m[b, : len(s_)] = 1
-                base(input_ids=x.to(device), attention_mask=m.to(device))
+                base(input_ids=x.to(device), attention_mask=m.to(device), use_cache=False)
 
     def without_head():
         with model.disable_adapter():

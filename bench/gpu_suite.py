@@ -109,7 +109,7 @@ def force_decoding(model, tokenizer, batch: int, pairs: int, estimators=None) ->
     def forward():
         with torch.no_grad(), model.disable_adapter():
             for start in range(0, len(ids), batch):
-                base(input_ids=ids[start : start + batch])
+                base(input_ids=ids[start : start + batch], use_cache=False)  # as the scoring pass
 
     def scored():
         score(model, tokenizer, recs, options, progress=False)
@@ -144,6 +144,25 @@ def generation(model, tokenizer, batch: int, pairs: int) -> dict:
     return paired(plain, scored, min_pairs=min(pairs, 20), max_pairs=pairs, width=0.03)
 
 
+def profile(model, tokenizer, batch: int) -> None:
+    """torch.profiler's table of one `score` call over one batch (after a warm one)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    from sighead_eval.scoring import ScoringOptions, score
+
+    recs = records(tokenizer, batch, seed=3)
+    options = ScoringOptions(chat_template=False, batch_size=batch)
+    score(model, tokenizer, recs, options, progress=False)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profiler(activities=activities) as prof:
+        score(model, tokenizer, recs, options, progress=False)
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    events = prof.key_averages()
+    print(f"\nprofile of one score() at batch {batch}: {sum(e.count for e in events)} ops")
+    print(events.table(sort_by=key, row_limit=18, max_name_column_width=48), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,6 +174,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to try the script out (slow)")
     parser.add_argument("--batches", default="8,64", help="the small and the large batch")
+    parser.add_argument("--profile", action="store_true", help="print a kernel table of one large batch")
+    parser.add_argument("--skip", default="", help="parts to leave out: cpu (the GPU-CPU check), generation")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench/gpu_suite.py needs a CUDA GPU (or --device cpu to try it out)")
@@ -169,15 +190,16 @@ def main() -> None:
         start = time.perf_counter()
         f = figures[shape] = {}
         model, tok = build(args.like, shape, torch.float32, args.device)
-        f["gpu_vs_cpu"] = gpu_against_cpu(model, tok)
-        rows.append(
-            (
-                shape,
-                "GPU - CPU, largest abs. difference of log scores",
-                f"{max(f['gpu_vs_cpu'].values()):.1e}",
-                "",
+        if "cpu" not in args.skip:
+            f["gpu_vs_cpu"] = gpu_against_cpu(model, tok)
+            rows.append(
+                (
+                    shape,
+                    "GPU - CPU, largest abs. difference of log scores",
+                    f"{max(f['gpu_vs_cpu'].values()):.1e}",
+                    "",
+                )
             )
-        )
         model = model.to(torch.bfloat16)
         for batch, target in ((small, 0.05), (large, 0.20 if shape == "135m" else 0.10)):
             r = f[f"force_b{batch}"] = force_decoding(model, tok, batch, args.pairs)
@@ -198,9 +220,14 @@ def main() -> None:
                 describe(r),
             )
         )
-        r = f[f"generation_b{large}"] = generation(model, tok, large, args.gen_pairs)
-        overhead = f"{100 * (r['ratio'] - 1):+.1f} %"
-        rows.append((shape, f"generation overhead, batch {large}, 64 tokens", overhead, describe(r, 0.03)))
+        if args.profile:
+            profile(model, tok, large)
+        if "generation" not in args.skip:
+            r = f[f"generation_b{large}"] = generation(model, tok, large, args.gen_pairs)
+            overhead = f"{100 * (r['ratio'] - 1):+.1f} %"
+            rows.append(
+                (shape, f"generation overhead, batch {large}, 64 tokens", overhead, describe(r, 0.03))
+            )
         f["seconds"] = time.perf_counter() - start
         print(f"[{shape} done in {f['seconds']:.0f} s]", flush=True)
         del model
@@ -208,7 +235,7 @@ def main() -> None:
     print("\n| shape | figure | value | median of paired ratios [95 % interval] |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    for shape in figures:
+    for shape in (s for s in figures if "gpu_vs_cpu" in figures[s]):
         print(
             f"\n{shape}: GPU - CPU per estimator: "
             + ", ".join(f"{k} {v:.1e}" for k, v in figures[shape]["gpu_vs_cpu"].items())

@@ -149,7 +149,9 @@ def frozen_pass(
 
         handle = body.register_forward_hook(keep)
         try:
-            out = base(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1)
+            out = base(
+                input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=1, use_cache=False
+            )
         finally:
             handle.remove()
         weight = base_head(model).weight
@@ -167,7 +169,7 @@ def frozen_pass(
         logits = F.linear(hidden, weight)  # (N, V)
     else:
         with HeadInputs(model) as capture:
-            out = base(input_ids=ids.to(device), attention_mask=mask.to(device))
+            out = base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
         hidden = capture.captured[-1][b_idx, t_idx]  # (N, H)
         logits = out.logits[b_idx, t_idx]  # (N, V)
     return FrozenOutputs(hidden=hidden, logits=logits, targets=targets.to(logits.device), counts=counts)

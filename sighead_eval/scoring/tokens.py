@@ -115,6 +115,10 @@ def token_scores(
         raise ValueError("`hidden` is needed to score with a Sigmoid Head")
     names = wanted_estimators(options, head)
     step = chunk_rows(logits.device, logits.shape[-1], options.chunk_rows)
+    if options.chunk_rows is None and _fused(logits.device) is not fused_statistics:
+        # compiled, the fused statistics write no (n, V) intermediate: chunking would only multiply
+        # the kernels launched (about a hundred a chunk), which is what an accelerator pays for
+        step = max(step, logits.shape[0])
     parts = []
     for start in range(0, max(logits.shape[0], 1), step):
         rows = slice(start, start + step)
