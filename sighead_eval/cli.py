@@ -308,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     nh.add_argument("--offset", default="none", help="'none' (the paper) or 'log_softmax'")
     nh.add_argument("--output", required=True, help="Adapter directory to write")
     nh.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    nh.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
+        "and README.md there (without it, only a new or empty folder is written)",
+    )
     nh.set_defaults(func=cmd_init_head)
 
     ih = sub.add_parser(
@@ -323,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     ih.add_argument("--model", required=True, help="The base model the head was trained on (hub id or path)")
     ih.add_argument("--output", required=True, help="Adapter directory to write")
     ih.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    ih.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
+        "and README.md there (without it, only a new or empty folder is written)",
+    )
     ih.set_defaults(func=cmd_import_head)
 
     mech = sub.add_parser(
@@ -404,7 +416,7 @@ def cmd_compress(ns: argparse.Namespace) -> int:
 def cmd_init_head(ns: argparse.Namespace) -> int:
     from .models import init_head
 
-    out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code)
+    out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval init-head: wrote an untrained head (offset {ns.offset!r}) to {out}")
     return 0
 
@@ -412,7 +424,7 @@ def cmd_init_head(ns: argparse.Namespace) -> int:
 def cmd_import_head(ns: argparse.Namespace) -> int:
     from .authors import import_head
 
-    out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code)
+    out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval import-head: wrote the adapter {out} (offset 'none'); card: {out / 'README.md'}")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -145,3 +146,68 @@ def check_output_dir(output: str | os.PathLike) -> Path:
             f"results folder {str(path)!r} is not writable ({err.strerror}); pass --output DIR"
         ) from None
     return path
+
+
+def _writable(folder: Path, what: str) -> None:
+    """Creates `folder` (and its parents) and checks that a file can be made in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} cannot be written there ({err.strerror}); pass another path") from None
+
+
+def check_output_file(path: str, option: str = "--output") -> None:
+    """Checks, before any model work, that the file `path` ('-': stdout) can be written: not a
+    folder, and its folder can be created and written to."""
+    if path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{option} {path!r} is a directory; give a file name (or - for stdout)")
+    _writable(target.parent, f"{option} {path!r}:")
+
+
+def check_new_output_dir(output: str | os.PathLike, overwrite: bool, writes: tuple[str, ...]) -> Path:
+    """Checks, before any model work, a folder a command is about to write `writes` into: it must be
+    new or empty, unless `overwrite` (then those files are replaced there, and nothing else is
+    touched), and writable. Nothing is created but its parent folders."""
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output {str(path)!r} is a file; give a folder (new or empty)")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise ValueError(
+            f"--output {str(path)!r} is not empty (it holds {shown}); give a new or empty folder, or pass "
+            f"--overwrite to replace {', '.join(writes)} there (nothing else in it is touched)"
+        )
+    _writable(path if path.is_dir() else path.parent, f"--output {str(path)!r}:")
+    return path
+
+
+@contextmanager
+def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a new, private folder to write a set of files into; when the block ends without an
+    error they take their place in `target`: the whole folder is renamed to `target` when that did
+    not exist, else each file is renamed over its namesake there (every file is the old one or the
+    new one, never half of one; files of `target` not written are left alone). On an error the
+    staged files go and `target` is as it was."""
+    target = Path(target)
+    inside = target.is_dir()  # stage inside an existing folder: its parent may not be writable
+    home = target if inside else target.parent
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name or 'output'}.", suffix=".tmp", dir=home))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private
+        if not inside:
+            os.replace(tmp, target)
+            return
+        for item in sorted(tmp.iterdir()):
+            if (target / item.name).is_dir():
+                raise IsADirectoryError(f"{target / item.name} is a folder; cannot replace it with a file")
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -508,37 +508,48 @@ def init_head(
     model: str | None = None,
     offset: str = "none",
     trust_remote_code: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Writes a fresh, untrained head for `model` (default: the embedded one) to `output`: a copy of
     its output layer with `offset` ('none': scores start near 1.0; 'log_softmax': at
     sigmoid(log p) = p / (1 + p)). Stored as the rows that differ from the LM head (none: a few
-    bytes, whatever the vocabulary). Returns `output`."""
+    bytes, whatever the vocabulary). `output` must be new or empty unless `overwrite`
+    (`check_no_adapter`); the files are written beside and renamed into it. Returns `output`."""
     from peft import get_peft_model
 
     from .adapter import SigmoidHeadConfig
     from .adapter.config import OFFSETS
-    from .files import check_output_dir, write_atomic
+    from .files import staged_dir, write_atomic
 
     if offset not in OFFSETS:
         raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
-    check_no_adapter(output)
-    out = check_output_dir(str(output))
+    out = check_no_adapter(output, overwrite)
     base, _ = load_model(model, trust_remote_code=trust_remote_code)
     peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
     name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
     peft_model.peft_config["default"].base_model_name_or_path = name  # get_peft_model sets the path
-    save_adapter(peft_model, out, storage="rows")
-    write_atomic(out / "README.md", _fresh_card(name, offset))  # not PEFT's template card
+    with staged_dir(out) as tmp:
+        save_adapter(peft_model, tmp, storage="rows")
+        write_atomic(tmp / "README.md", _fresh_card(name, offset))  # not PEFT's template card
     return out
 
 
-def check_no_adapter(output: str | os.PathLike) -> None:
-    """Refuses an `output` directory that already holds an adapter's weights (nothing is overwritten)."""
-    if (Path(output) / ADAPTER_WEIGHTS).exists():
+#: What `init-head` and `import-head` write: all they replace in an existing folder (`--overwrite`).
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
+
+
+def check_no_adapter(output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuses, before any work, an `output` folder that holds anything (an adapter, or a user's
+    files) unless `overwrite`, which replaces `ADAPTER_FILES` there and nothing else; and an
+    `output` that cannot be written."""
+    from .files import check_new_output_dir
+
+    if (Path(output) / ADAPTER_WEIGHTS).exists() and not overwrite:
         raise ValueError(
-            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
-            "it first"
+            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or "
+            "--overwrite to replace it"
         )
+    return check_new_output_dir(output, overwrite, ADAPTER_FILES)
 
 
 def _fresh_card(model: str, offset: str) -> str:

@@ -1,0 +1,159 @@
+"""Nothing a user owns is lost: commands write only into new or empty folders unless told
+(`--overwrite`), and replace what they replace only once the new version is complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_authors import authors_head
+
+from sighead_eval.cli import main
+
+
+def _one_line(capsys) -> str:
+    """The refusal: one line, the last on stderr (a model that loaded may have shown a progress bar)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if "it/s]" not in line]
+    assert len(lines) == 1 and lines[0].startswith("sighead-eval "), err
+    return lines[0]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A user's folder: a README and a config that are not an adapter's."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "README.md").write_text("# My project\n")
+    (folder / "adapter_config.json").write_text('{"mine": true}\n')
+    (folder / "notes.txt").write_text("keep me\n")
+    return folder
+
+
+def _import_args(tiny_dir, source, output, *extra):
+    return ["import-head", str(source), "--model", str(tiny_dir / "base"), "--output", str(output), *extra]
+
+
+def _init_args(tiny_dir, output, *extra):
+    return ["init-head", "--model", str(tiny_dir / "base"), "--output", str(output), *extra]
+
+
+@pytest.mark.parametrize("command", ["import-head", "init-head"])
+def test_a_users_folder_is_refused_and_left_as_it_was(tiny_dir, tmp_path, project, capsys, command):
+    authors_head(tmp_path / "released")
+    before = _snapshot(project)
+    args = (
+        _import_args(tiny_dir, tmp_path / "released", project)
+        if command == "import-head"
+        else _init_args(tiny_dir, project)
+    )
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert (
+        "is not empty (it holds README.md, adapter_config.json, notes.txt)" in line and "--overwrite" in line
+    )
+    assert _snapshot(project) == before
+    assert [p.name for p in project.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("command", ["import-head", "init-head"])
+def test_output_dot_is_the_current_folder_and_is_refused(
+    tiny_dir, tmp_path, project, capsys, monkeypatch, command
+):
+    authors_head(tmp_path / "released")
+    monkeypatch.chdir(project)
+    args = (
+        _import_args(tiny_dir, tmp_path / "released", ".")
+        if command == "import-head"
+        else _init_args(tiny_dir, ".")
+    )
+    assert main(args) == 2
+    assert "is not empty" in _one_line(capsys)
+    assert (project / "README.md").read_text() == "# My project\n"
+
+
+@pytest.mark.parametrize("command", ["import-head", "init-head"])
+def test_overwrite_replaces_the_adapter_files_only(tiny_dir, tmp_path, project, capsys, command):
+    authors_head(tmp_path / "released")
+    args = (
+        _import_args(tiny_dir, tmp_path / "released", project, "--overwrite")
+        if command == "import-head"
+        else _init_args(tiny_dir, project, "--overwrite")
+    )
+    assert main(args) == 0
+    assert json.loads((project / "adapter_config.json").read_text())["peft_type"] == "SIGMOID_HEAD"
+    assert (project / "README.md").read_text() != "# My project\n"
+    assert (project / "notes.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in project.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "notes.txt"
+    ]  # fmt: skip
+
+
+def test_an_empty_folder_is_written(tiny_dir, tmp_path):
+    authors_head(tmp_path / "released")
+    (tmp_path / "empty").mkdir()
+    assert main(_import_args(tiny_dir, tmp_path / "released", tmp_path / "empty")) == 0
+    assert (tmp_path / "empty" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("command", ["import-head", "init-head"])
+def test_a_failure_while_writing_keeps_the_previous_adapter_whole(
+    tiny_dir, tmp_path, monkeypatch, capsys, command
+):
+    """Every file is written beside the folder first: a failure on the last one (the card) leaves
+    each file of the adapter being replaced as it was, and no temporary files."""
+    from sighead_eval import files
+
+    authors_head(tmp_path / "released")
+    authors_head(tmp_path / "other", seed=1)
+    out = tmp_path / "adapter"
+    first = _import_args(tiny_dir, tmp_path / "released", out)
+    assert main(first) == 0
+    before = _snapshot(out)
+    real = files.write_atomic
+
+    def disk_full_on_the_card(path, data):
+        if str(path).endswith("README.md"):
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(files, "write_atomic", disk_full_on_the_card)
+    again = (
+        _import_args(tiny_dir, tmp_path / "other", out, "--overwrite")
+        if command == "import-head"
+        else _init_args(tiny_dir, out, "--overwrite")
+    )
+    assert main(again) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_import_head_refuses_nan_or_infinite_weights_naming_the_tensor(tiny_dir, tmp_path, capsys):
+    weight = torch.zeros(300, 32)
+    weight[3, 4] = float("nan")
+    weight[7, 1] = float("inf")
+    authors_head(tmp_path / "released", tensors={"weight": weight})
+    assert main(_import_args(tiny_dir, tmp_path / "released", tmp_path / "adapter")) == 2
+    line = _one_line(capsys)
+    assert "model.safetensors: tensor 'weight' holds 1 NaN and 1 infinite value(s)" in line
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(tiny_dir, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no model may load on a bad output path")
+
+    monkeypatch.setattr("sighead_eval.models.load_model", refuse)
+    (tmp_path / "a-file").write_text("x")
+    assert main(_init_args(tiny_dir, tmp_path / "a-file" / "head")) == 2
+    assert "cannot be written there" in _one_line(capsys)
+    assert main(_init_args(tiny_dir, tmp_path / "a-file")) == 2
+    assert "is a file; give a folder" in _one_line(capsys)
