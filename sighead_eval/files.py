@@ -148,7 +148,7 @@ def check_output_dir(output: str | os.PathLike) -> Path:
     return path
 
 
-def _writable(folder: Path, what: str) -> None:
+def check_writable(folder: Path, what: str) -> None:
     """Creates `folder` (and its parents) and checks that a file can be made in it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def check_output_file(path: str, option: str = "--output") -> None:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{option} {path!r} is a directory; give a file name (or - for stdout)")
-    _writable(target.parent, f"{option} {path!r}:")
+    check_writable(target.parent, f"{option} {path!r}:")
 
 
 def check_new_output_dir(output: str | os.PathLike, overwrite: bool, writes: tuple[str, ...]) -> Path:
@@ -183,7 +183,7 @@ def check_new_output_dir(output: str | os.PathLike, overwrite: bool, writes: tup
             f"--output {str(path)!r} is not empty (it holds {shown}); give a new or empty folder, or pass "
             f"--overwrite to replace {', '.join(writes)} there (nothing else in it is touched)"
         )
-    _writable(path if path.is_dir() else path.parent, f"--output {str(path)!r}:")
+    check_writable(path if path.is_dir() else path.parent, f"--output {str(path)!r}:")
     return path
 
 

@@ -157,3 +157,107 @@ def test_an_output_under_a_file_is_refused_before_any_work(tiny_dir, tmp_path, c
     assert "cannot be written there" in _one_line(capsys)
     assert main(_init_args(tiny_dir, tmp_path / "a-file")) == 2
     assert "is a file; give a folder" in _one_line(capsys)
+
+
+# -- train ------------------------------------------------------------------------------------------
+def _steps_logged(out) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_train_overwrite_keeps_the_previous_adapter_until_the_new_one_is_complete(
+    tmp_path, tokenizer, monkeypatch
+):
+    from test_training import _config, _raise_on_call, _run
+
+    from sighead_eval.training import Trainer
+
+    _run(_config(tmp_path, max_steps=1, eval_every=None), tokenizer)
+    out = tmp_path / "run"
+    before = {
+        name: (out / name).read_bytes() for name in ("adapter_model.safetensors", "adapter_config.json")
+    }
+    monkeypatch.setattr(Trainer, "_optimizer_step", _raise_on_call(1))
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path, seed=5, overwrite=True), tokenizer)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert (out / "README.md").is_file() and (out / "trainer_state.json").is_file()
+
+
+def test_train_overwrite_removes_the_previous_heads_reports(tmp_path, tokenizer):
+    from test_training import _config, _head, _run
+
+    _run(_config(tmp_path, max_steps=1, eval_every=None), tokenizer)
+    out = tmp_path / "run"
+    old = _head(out)
+    (out / "evaluation.json").write_text('{"head": "the old one"}')
+    (out / "evaluation.md").write_text("the old head's figures\n")
+    _run(_config(tmp_path, max_steps=1, eval_every=None, seed=5, overwrite=True), tokenizer)
+    assert not torch.equal(_head(out), old)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "trainer_state.json",
+        "training_log.jsonl",
+    ]  # fmt: skip
+
+
+def test_a_rerun_into_a_failed_runs_folder_starts_a_fresh_log(tmp_path, tokenizer, monkeypatch):
+    from test_training import _config, _raise_on_call, _run
+
+    from sighead_eval.training import Trainer
+
+    real = Trainer._optimizer_step
+    monkeypatch.setattr(Trainer, "_optimizer_step", _raise_on_call(1))  # before any checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path), tokenizer)
+    assert _steps_logged(tmp_path / "run") == [0]
+    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    _run(_config(tmp_path), tokenizer)
+    assert _steps_logged(tmp_path / "run") == [0, 2, 4, 6, 8]
+
+
+def test_a_resumed_runs_log_is_its_checkpoints(tmp_path, tokenizer, monkeypatch):
+    """An evaluation logged after the last checkpoint (the run died while checkpointing) is not
+    logged twice when the run resumes."""
+    from test_training import _config, _run
+
+    from sighead_eval.training import checkpoint
+
+    real = checkpoint.save_checkpoint
+    saves = {"n": 0}
+
+    def crash_on_the_second(*args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        _run(_config(tmp_path), tokenizer)
+    assert _steps_logged(tmp_path / "run") == [0, 2, 4]  # step 4 logged, its checkpoint never written
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+    _run(_config(tmp_path, resume=True), tokenizer)
+    assert _steps_logged(tmp_path / "run") == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("layout", ["users-files", "a-file"])
+def test_train_refuses_a_folder_it_did_not_write_before_the_model_loads(
+    tmp_path, capsys, monkeypatch, layout
+):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no model may load on a bad output folder")
+
+    monkeypatch.setattr("sighead_eval.models.load_model", refuse)
+    target = tmp_path / "out"
+    if layout == "a-file":
+        target.write_text("x")
+    else:
+        target.mkdir()
+        (target / "README.md").write_text("# My project\n")
+    (tmp_path / "data.jsonl").write_text('{"text": "hello"}\n')
+    assert main(["train", "--data", str(tmp_path / "data.jsonl"), "--output-dir", str(target)]) == 2
+    line = _one_line(capsys)
+    assert (
+        "is a file; give a folder" if layout == "a-file" else "holds files a training run did not write"
+    ) in line
+    if layout != "a-file":
+        assert (target / "README.md").read_text() == "# My project\n"

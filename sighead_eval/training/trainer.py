@@ -30,7 +30,7 @@ import torch
 
 from ..adapter.config import OFFSETS
 from ..dominant import check_rule, dominant_tokens
-from ..files import atomic_path
+from ..files import atomic_path, staged_dir
 from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
@@ -531,8 +531,7 @@ class Trainer:
         if self.config.resume:
             self.state, self.best_head = ckpt.load_checkpoint(self.out, self.head.weight, self.optimizer)
             return
-        if self.config.overwrite and self.rank == 0:
-            ckpt.clear_output_dir(self.out)
+        # With `overwrite`, the previous adapter stays whole until the new one replaces it (`_finish`).
         self.out.mkdir(parents=True, exist_ok=True)
         first = {"step": 0, "epoch": 0, "tokens": 0, **self.dev.evaluate()}
         self.state.history.append(first)
@@ -663,7 +662,7 @@ class Trainer:
 
     def _log(self, entry: dict) -> None:
         if self.rank == 0:
-            ckpt.append_log(self.out, entry)
+            ckpt.write_log(self.out, self.state.history)
             if self.config.snapshots:
                 from ..models import save_adapter
 
@@ -718,10 +717,11 @@ class Trainer:
         if self.rank == 0:
             self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
             storage = None if config.storage_dtype == "float32" else config.storage_dtype
-            save_adapter(self.peft_model, self.out, storage_dtype=storage, storage=config.storage)
-            ckpt.write_card(self.out, config.settings(), self.base_name, info)
-            ckpt.write_state(self.out, info, state)
-            (self.out / ckpt.CHECKPOINT).unlink(missing_ok=True)
+            with staged_dir(self.out) as tmp:  # written beside, then renamed over the previous adapter
+                save_adapter(self.peft_model, tmp, storage_dtype=storage, storage=config.storage)
+                ckpt.write_card(tmp, config.settings(), self.base_name, info)
+                ckpt.write_state(tmp, info, state)
+            ckpt.finish_output_dir(self.out)
         if self.world > 1:
             import torch.distributed as dist
 
