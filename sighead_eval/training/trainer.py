@@ -243,8 +243,9 @@ class TrainConfig:
                 bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
                 raise ValueError(f"`{name}` should be in {bounds}, got {value!r}")
         for name in ("lr", "softmax_temperature"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"`{name}` should be > 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"`{name}` should be a finite number > 0, got {value!r}")
         if self.storage not in ("full", "rows"):  # lowrank is lossy: `sighead-eval compress` after a run
             raise ValueError(f"`storage` should be 'full' or 'rows', got {self.storage!r}")
         if self.storage == "rows" and not self.init_from_lm_head:
@@ -426,6 +427,7 @@ class Trainer:
         self._attach_head()
         self.state = ckpt.LoopState()
         self.best_head: torch.Tensor | None = None
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once one is
         self.cache = None  # the cached frozen pass, built when training starts (`build_cache`)
 
     # -- setting up ------------------------------------------------------------------------------
@@ -530,6 +532,7 @@ class Trainer:
     def _start_or_resume(self) -> None:
         if self.config.resume:
             self.state, self.best_head = ckpt.load_checkpoint(self.out, self.head.weight, self.optimizer)
+            self.checkpoint_step = self.state.step
             return
         # With `overwrite`, the previous adapter stays whole until the new one replaces it (`_finish`).
         self.out.mkdir(parents=True, exist_ok=True)
@@ -612,11 +615,10 @@ class Trainer:
                 else:
                     loss, tokens = self._batch_loss(bi, batches[bi])
                 if not torch.isfinite(loss):
-                    where = f"at step {state.step}, epoch {state.epoch}"
-                    kept = str(self.out / ckpt.CHECKPOINT)
                     raise TrainingError(
-                        f"non-finite training loss ({loss.item()}) {where}; the last good checkpoint in "
-                        f"{kept!r} is kept. Lower `lr` and resume."
+                        f"non-finite training loss ({loss.item()}) at step {state.step}, epoch "
+                        f"{state.epoch}; {self.kept()}. Start again with a lower `lr` (--overwrite where a "
+                        "checkpoint was kept: --resume keeps the checkpoint's settings, lr among them)"
                     )
                 # Each process scales by world / group size; DDP averages over processes: the gradient
                 # is the mean over the group's batches, as in one process.
@@ -685,12 +687,23 @@ class Trainer:
         if self.rank == 0:
             meta = {"state": dataclasses.asdict(state), "recipe": self.config.settings()}
             ckpt.save_checkpoint(self.out, self.head.weight, self.best_head, self.optimizer, meta)
+            self.checkpoint_step = state.step
             if self.progress:
                 bar.write(
                     f"step {state.step}: dev BCE {entry['dev_bce']:.4f}, dev AUROC {entry['dev_auroc']:.4f}"
                     + (" (early stop)" if state.stopped_early else "")
                 )
         return state.stopped_early
+
+    def kept(self) -> str:
+        """What a run stopped now leaves to go on from, in words."""
+        if self.checkpoint_step is not None:
+            where = str(self.out / ckpt.CHECKPOINT)
+            return f"the checkpoint of step {self.checkpoint_step} is kept in {where!r}"
+        return (
+            "no checkpoint was written yet (the first comes with the first evaluation, at step "
+            f"{self.eval_every} or the end of the first epoch)"
+        )
 
     def _finish(self, started: float, recipe_command: str | None) -> dict:
         from ..models import save_adapter
