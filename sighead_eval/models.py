@@ -394,11 +394,27 @@ def _checked_adapter_dir(path: str, stamp: tuple) -> dict:
                 raise ValueError(f"{weights} holds no tensors")
             for key in keys:
                 f.get_slice(key).get_shape()
+            if os.path.getsize(weights) < _expected_size(weights):
+                raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
+            _check_finite(weights, f, keys)
     except SafetensorError as err:
         raise ValueError(f"{weights} is truncated or corrupted and cannot be read ({err})") from None
-    if os.path.getsize(weights) < _expected_size(weights):
-        raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
     return config
+
+
+def _check_finite(weights: Path, opened, keys: list[str]) -> None:
+    """Refuses a head holding NaN or infinite weights (`opened`: the file, open): every score it
+    would give is NaN, found only when the scores are written."""
+    import torch
+
+    for key in keys:
+        tensor = opened.get_tensor(key)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{weights}: tensor {key!r} holds {int(torch.isnan(tensor).sum())} NaN and "
+                f"{int(torch.isinf(tensor).sum())} infinite value(s); a head's weights must all be "
+                "finite (the file is damaged, or the training diverged)"
+            )
 
 
 def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:

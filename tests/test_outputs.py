@@ -261,3 +261,39 @@ def test_train_refuses_a_folder_it_did_not_write_before_the_model_loads(
     ) in line
     if layout != "a-file":
         assert (target / "README.md").read_text() == "# My project\n"
+
+
+# -- poisoned weights -------------------------------------------------------------------------------
+def _poisoned_adapter(tiny_dir, tmp_path):
+    """A copy of the tiny Sigmoid Head with one NaN weight."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "poisoned"
+    shutil.copytree(tiny_dir / "head", out)
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    key = next(iter(tensors))
+    tensors[key][5, 5] = float("nan")
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    return out, key
+
+
+def test_an_adapter_with_nan_weights_is_refused_before_the_model_loads(
+    tiny_dir, tmp_path, capsys, monkeypatch
+):
+    from sighead_eval.models import check_adapter_dir
+
+    adapter, key = _poisoned_adapter(tiny_dir, tmp_path)
+    with pytest.raises(ValueError, match=f"tensor '{key}' holds 1 NaN and 0 infinite value"):
+        check_adapter_dir(adapter)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no model may load with a poisoned head")
+
+    monkeypatch.setattr("sighead_eval.models.load_model", refuse)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "Hi", "response": "there"}\n')
+    args = ["score", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    assert main([*args, "--model", str(tiny_dir / "base"), "--adapter", str(adapter)]) == 2
+    assert f"tensor '{key}' holds 1 NaN" in _one_line(capsys)
+    assert not (tmp_path / "out.jsonl").exists()
