@@ -8,7 +8,7 @@ import json
 import sys
 import typing
 
-from .files import check_json_safe, read_jsonl, write_jsonl_atomic
+from .files import check_json_safe, check_output_file, non_finite_field, read_jsonl_lines, write_jsonl_atomic
 from .models import ModelOptions
 from .runs import OFFLINE_TASKS, SPLITS
 from .scoring import GenerationOptions, ScoringOptions
@@ -36,9 +36,19 @@ def _add_dataclass_options(
             )
         else:
             default = argparse.SUPPRESS if given_only else f.default
+            kind = _int_or_word if int in args and str in args else base  # e.g. batch_size: 8 or 'auto'
             group.add_argument(
-                flag, dest=f.name, type=base, default=default, help=f"{help_text} (default: {f.default})"
+                flag, dest=f.name, type=kind, default=default, help=f"{help_text} (default: {f.default})"
             )
+
+
+def _int_or_word(text: str) -> int | str:
+    """An option that takes a number or a word (`--batch-size 8`, `--batch-size auto`); the config
+    dataclass checks which words it takes."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _options(cls, ns: argparse.Namespace):
@@ -55,14 +65,22 @@ def add_model_options(parser: argparse.ArgumentParser, only=MODEL_OPTIONS) -> No
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    from .models import check_adapter_dir
+    from .models import check_adapter_dir, check_device
     from .scoring import generate, score
 
     options = _options(ScoringOptions, ns)
     generation = _options(GenerationOptions, ns)
     model_options = _options(ModelOptions, ns)
-    records = read_jsonl(ns.input)  # bad input fails before any model work
-    check_json_safe(records)
+    if generation.abstain_below is not None and not ns.generate:
+        raise ValueError(
+            "--abstain-below stops a response while it is generated; it needs --generate (force-decoded "
+            "responses are scored whole: compare their sequence scores with the threshold instead)"
+        )
+    _check_score_paths(ns.input, ns.output)
+    records, where = read_jsonl_lines(ns.input)  # bad input fails before any model work
+    check_json_safe(records, lines=where)
+    check_record_shapes(records, where, need_response=not ns.generate)
+    check_device(model_options.device)
     model_options = _score_adapter(model_options, ns.no_adapter)
     if model_options.adapter:
         check_adapter_dir(model_options.adapter)
@@ -76,8 +94,49 @@ def cmd_score(ns: argparse.Namespace) -> int:
         for row in rows:
             row.pop("tokens")
             row.pop("words")
+    for i, row in enumerate(rows):
+        field = non_finite_field(row)
+        if field is not None:
+            dtype = model_options.dtype
+            raise ValueError(
+                f"{where[i] if len(rows) == len(where) else f'record {i + 1}'}: its scores hold a non-finite "
+                f"number (`{field}`), which JSON cannot carry: the model's or the head's weights hold NaN or "
+                "infinite values"
+                + (f", or --dtype {dtype} overflows (try float32)" if dtype != "float32" else "")
+                + "; nothing was written"
+            )
     write_jsonl_atomic(ns.output, rows)
     return 0
+
+
+def _check_score_paths(source: str, output: str) -> None:
+    """`--output` can be written, and is not `--input` (which it would replace)."""
+    from pathlib import Path
+
+    check_output_file(output)
+    if output != "-" and source != "-":
+        same = Path(output).resolve() == Path(source).resolve()
+        if same or (Path(output).exists() and Path(source).exists() and Path(output).samefile(source)):
+            raise ValueError(
+                f"--output {output!r} is the --input file: it would be replaced by the scores; give another "
+                "file"
+            )
+
+
+def check_record_shapes(records: list, where: list[str], need_response: bool) -> None:
+    """Each record in an accepted shape (with a response to score, unless generating), before any
+    model loads; a bad one is named by its file and line."""
+    import re
+
+    from .scoring import _split_record
+
+    for i, record in enumerate(records):
+        try:
+            _split_record(record, i, need_response)
+        except (ValueError, TypeError) as err:
+            message = re.sub(rf"^record {i}:? ?", "", str(err))
+            hint = " (or pass --generate to write the responses)" if "no `response`" in message else ""
+            raise type(err)(f"{where[i]}: {message}{hint}") from None
 
 
 def _score_adapter(options: ModelOptions, no_adapter: bool) -> ModelOptions:

@@ -63,26 +63,30 @@ def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
     write_atomic(path, "".join(jsonl_line(row) for row in rows))
 
 
-def check_json_safe(records: list[dict], what: str = "record") -> None:
-    """Fails, naming the record and the field, when a value could not be written back as JSON
-    (NaN or infinity): before any model work, not at write time."""
+def non_finite_field(value, where: str = "") -> str | None:
+    """The path (`a.b[2]`) of the first NaN or infinite number in a JSON-like value, or None."""
     import math
 
-    def walk(value, where: str):
-        if isinstance(value, float) and not math.isfinite(value):
-            return where
-        if isinstance(value, dict):
-            return next((w for k, v in value.items() if (w := walk(v, f"{where}.{k}" if where else k))), None)
-        if isinstance(value, list):
-            return next((w for j, v in enumerate(value) if (w := walk(v, f"{where}[{j}]"))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(the value)"
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{j}]", v) for j, v in enumerate(value))
+    else:
         return None
+    return next((w for path, v in items if (w := non_finite_field(v, path))), None)
 
+
+def check_json_safe(records: list[dict], what: str = "record", lines: list[str] | None = None) -> None:
+    """Fails, naming the record (or, given `lines`, its file and line) and the field, when a value
+    could not be written back as JSON (NaN or infinity): before any model work, not at write time."""
     for i, record in enumerate(records):
-        where = walk(record, "")
+        where = non_finite_field(record)
         if where is not None:
             raise ValueError(
-                f"{what} {i}: field `{where}` holds a non-finite number (NaN or infinity), which the JSON "
-                "output cannot carry; fix or drop it"
+                f"{lines[i] if lines else f'{what} {i}'}: field `{where}` holds a non-finite number (NaN or "
+                "infinity), which the JSON output cannot carry; fix or drop it"
             )
 
 
@@ -105,25 +109,33 @@ def check_utf8(path: str | os.PathLike) -> None:
 
 def read_jsonl(path: str) -> list[dict]:
     """The JSON objects of a JSONL file (or stdin for '-'), with the line of any bad one."""
+    return read_jsonl_lines(path)[0]
+
+
+def read_jsonl_lines(path: str) -> tuple[list[dict], list[str]]:
+    """`read_jsonl`, and where each record came from: `'<file>, line <n>'` (counted from 1; blank
+    lines are skipped), for messages about a record."""
     if path != "-":
         if Path(path).is_dir():
             raise IsADirectoryError(f"--input {path!r} is a directory; give a JSONL file (or - for stdin)")
         if not Path(path).is_file():
             raise FileNotFoundError(f"--input {path!r}: no such file; give a JSONL file (or - for stdin)")
+    name = "stdin" if path == "-" else path
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    records = []
+    records, where = [], []
     with stream:
         for n, raw in enumerate(stream, 1):
-            line = _utf8_line(raw, "stdin" if path == "-" else path, n)
+            line = _utf8_line(raw, name, n)
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {n}: not valid JSON ({err.msg})") from None
+            where.append(f"{name}, line {n}")
     if not records:
         raise ValueError(f"{path} holds no records; expected one JSON object per line")
-    return records
+    return records, where
 
 
 def looks_like_a_path(name: str, suffixes: tuple[str, ...] = ()) -> bool:

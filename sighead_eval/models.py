@@ -169,12 +169,36 @@ def check_dtype(dtype: str) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """`device`, or cuda when available and none is named."""
+    """`device` (checked: `check_device`), or cuda when available and none is named."""
     if device:
-        return device
+        return check_device(device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | None) -> str | None:
+    """Refuses, before any model loads, a device that is not a torch device or that this machine
+    does not have (`cuda` without CUDA)."""
+    if not device or device == "auto":
+        return device
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"--device {device!r} is not a torch device; give cpu, cuda, cuda:N, mps or auto"
+        ) from None
+    count = torch.cuda.device_count() if kind.type == "cuda" and torch.cuda.is_available() else 0
+    if kind.type == "cuda" and (count == 0 or (kind.index or 0) >= count):
+        have = f"{count} GPU(s)" if count else "no CUDA (no GPU, or torch built without it)"
+        raise ValueError(
+            f"--device {device!r}: this machine has {have}; use --device cpu, or leave --device out"
+        )
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r}: MPS is not available here; use --device cpu")
+    return device
 
 
 def cache_dir() -> Path:
