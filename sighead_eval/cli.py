@@ -435,19 +435,22 @@ def cmd_selective(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .files import check_output_dir, write_atomic
-    from .selective import coverage_plot, json_safe, report_markdown, run_report
+    from .selective import RUN_FORMAT, coverage_plot, json_safe, read_run_samples, report_markdown, run_report
 
     path = Path(ns.run)
     if path.is_dir():
         path = path / "lm_eval_results.json"
     if not path.is_file():
         raise FileNotFoundError(f"run {ns.run!r}: no lm_eval_results.json there; give a demo or compare run")
-    samples = json.loads(path.read_text()).get("samples")
-    if not samples:
-        raise ValueError(f"{path} holds no samples; run with samples logged (demo and compare do)")
+    samples = read_run_samples(path)
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
     out = check_output_dir(ns.output or "results/selective")
-    report = run_report(samples, ns.target_risk, ns.delta, tasks)
+    try:
+        report = run_report(samples, ns.target_risk, ns.delta, tasks)
+    except (KeyError, IndexError, AttributeError, TypeError) as err:  # a shape read_run_samples let by
+        raise ValueError(
+            f"{path}: samples of another shape ({type(err).__name__}: {err}); expected {RUN_FORMAT}"
+        ) from None
     text = report_markdown(report)
     write_atomic(out / "selective.md", text)
     write_atomic(out / "selective.json", json.dumps(json_safe(report), indent=1))
