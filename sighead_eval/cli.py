@@ -55,6 +55,10 @@ def _options(cls, ns: argparse.Namespace):
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
 
 
+#: What an interrupted command says, unless it says more (train): every file is written atomically.
+INTERRUPTED = (
+    "stopped by Ctrl-C; each file it writes is written whole or not at all, so none is left half-written"
+)
 MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelOptions))
 
 
@@ -518,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"sighead-eval {ns.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: what was kept (train says), in one line
+        said = str(err) or INTERRUPTED
+        print(f"sighead-eval {ns.command}: interrupted: {said}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

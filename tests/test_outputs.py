@@ -297,3 +297,80 @@ def test_an_adapter_with_nan_weights_is_refused_before_the_model_loads(
     assert main([*args, "--model", str(tiny_dir / "base"), "--adapter", str(adapter)]) == 2
     assert f"tensor '{key}' holds 1 NaN" in _one_line(capsys)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# -- interrupted and damaged runs -------------------------------------------------------------------
+def _train_args(tiny_dir, tmp_path, *extra):
+    data = tmp_path / "data.jsonl"
+    if not data.exists():
+        from test_training import RECORDS
+
+        data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    return [
+        "train", "--model", str(tiny_dir / "base"), "--data", str(data),
+        "--output-dir", str(tmp_path / "run"), "--lr", "0.01", "--epochs", "2", "--batch-size", "4",
+        "--grad-accum", "2", "--eval-every", "2", "--dev-fraction", "0.2", *extra,
+    ]  # fmt: skip
+
+
+def _main_unless_interrupted(args) -> int:
+    try:
+        return main(args)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped the command line as a KeyboardInterrupt traceback")
+
+
+def _last_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]  # after the progress bars
+
+
+@pytest.mark.parametrize("calls", [1, 3], ids=["before-the-first-checkpoint", "after-it"])
+def test_ctrl_c_during_train_says_what_was_kept_and_how_to_go_on(
+    tiny_dir, tmp_path, capsys, monkeypatch, calls
+):
+    from test_training import _raise_on_call
+
+    from sighead_eval.training import Trainer
+
+    real = Trainer._optimizer_step
+    monkeypatch.setattr(Trainer, "_optimizer_step", _raise_on_call(calls))
+    assert _main_unless_interrupted(_train_args(tiny_dir, tmp_path)) == 130
+    line = _last_line(capsys)
+    assert line.startswith(f"sighead-eval train: interrupted: stopped at step {calls - 1} of ")
+    if calls == 1:
+        assert "no checkpoint was written yet" in line and "run the same command again to start over" in line
+    else:
+        assert "the checkpoint of step 2 is kept" in line and "add --resume to the same command" in line
+    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    again = _train_args(tiny_dir, tmp_path, *(["--resume"] if calls > 1 else []))
+    assert main(again) == 0  # what the message says works
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_from_a_truncated_checkpoint_is_one_line_before_the_model_loads(
+    tiny_dir, tmp_path, capsys, monkeypatch
+):
+    from test_training import _raise_on_call
+
+    from sighead_eval.training import Trainer
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", _raise_on_call(3))
+    assert _main_unless_interrupted(_train_args(tiny_dir, tmp_path)) == 130
+    checkpoint = tmp_path / "run" / "checkpoint.safetensors"
+    data = checkpoint.read_bytes()
+    monkeypatch.setattr("sighead_eval.models.load_model", _no_model)
+    for cut in (len(data) // 2, 100, 4):
+        checkpoint.write_bytes(data[:cut])
+        capsys.readouterr()
+        assert main(_train_args(tiny_dir, tmp_path, "--resume")) == 2
+        line = _one_line(capsys)
+        assert (
+            "checkpoint.safetensors' is truncated or damaged" in line
+            and "--overwrite in place of --resume" in line
+        )
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("no model may load")

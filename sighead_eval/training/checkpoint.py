@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def check_output_dir(out: Path, recipe: dict, resume: bool, overwrite: bool) -> 
     if resume:
         if not has_checkpoint:
             raise ValueError(f"`resume` was asked but {str(out)!r} holds no checkpoint to resume from")
-        saved = read_checkpoint_meta(out)["recipe"]
+        saved = check_checkpoint(out)["recipe"]
         changed = sorted(k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k))
         if changed:
             raise ValueError(f"the checkpoint in {str(out)!r} was made with other settings: {changed}")
@@ -86,6 +87,31 @@ def finish_output_dir(out: Path) -> None:
     for path in out.glob(HEAD_REPORTS):
         path.unlink()
     (out / CHECKPOINT).unlink(missing_ok=True)
+
+
+def check_checkpoint(out: Path) -> dict:
+    """The checkpoint's metadata, once its file is known whole and readable; a truncated or damaged
+    one is refused in one line (before any model loads)."""
+    import struct
+
+    from safetensors import SafetensorError
+
+    from ..models import _expected_size
+
+    path = out / CHECKPOINT
+    try:
+        meta = read_checkpoint_meta(out)
+        if os.path.getsize(path) < _expected_size(path):
+            raise ValueError("the file is shorter than its header says")
+        missing = [k for k in ("recipe", "state", "optimizer_scalars") if k not in meta]
+        if missing:
+            raise ValueError(f"its metadata lacks {missing}")
+    except (SafetensorError, ValueError, KeyError, OSError, struct.error) as err:
+        raise ValueError(
+            f"the checkpoint {str(path)!r} is truncated or damaged ({err}); it cannot be resumed from: start "
+            "the run again with --overwrite in place of --resume"
+        ) from None
+    return meta
 
 
 def read_checkpoint_meta(out: Path) -> dict:

@@ -281,6 +281,10 @@ class TrainingError(RuntimeError):
     pass
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run (a `KeyboardInterrupt`); its message says what was kept and how to go on."""
+
+
 def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world, device) under `accelerate launch` or `torchrun`. accelerate sets up the process
     group: NCCL with each process on its own GPU (`cuda:LOCAL_RANK`), gloo on the CPU."""
@@ -428,6 +432,7 @@ class Trainer:
         self.state = ckpt.LoopState()
         self.best_head: torch.Tensor | None = None
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once one is
+        self.bar = None  # the progress bar, while training
         self.cache = None  # the cached frozen pass, built when training starts (`build_cache`)
 
     # -- setting up ------------------------------------------------------------------------------
@@ -545,7 +550,31 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def train(self, recipe_command: str | None = None) -> dict:
         """Trains, writes the adapter, its card and its log to `output_dir`; returns the run info.
-        `recipe_command`: the command line that reproduces the run, for the card."""
+        `recipe_command`: the command line that reproduces the run, for the card. Interrupted
+        (Ctrl-C), it raises `TrainingInterrupted`, saying what was kept and how to go on."""
+        try:
+            return self._train(recipe_command)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self.interrupted()) from None
+        finally:
+            if self.bar is not None:
+                self.bar.close()  # before any message about the stop
+
+    def interrupted(self) -> str:
+        """What an interruption now leaves, and how to go on, in one line."""
+        state = self.state
+        if self.checkpoint_step is not None:
+            go_on = "add --resume to the same command to go on from it"
+        else:
+            go_on = "nothing to resume: run the same command again to start over"
+        previous = (self.out / "adapter_config.json").is_file()
+        return f"stopped at step {state.step} of {self.total_steps}; {self.kept()}: {go_on}" + (
+            "; the previous adapter in the folder is untouched" if previous else ""
+        )
+
+    def _train(self, recipe_command: str | None) -> dict:
         from tqdm.auto import tqdm
 
         started = time.time()
@@ -553,7 +582,7 @@ class Trainer:
         self.build_cache()
         self._start_or_resume()
         state = self.state
-        bar = tqdm(
+        self.bar = bar = tqdm(
             total=self.total_steps,
             initial=state.step,
             desc="training",
