@@ -69,7 +69,7 @@ def add_model_options(parser: argparse.ArgumentParser, only=MODEL_OPTIONS) -> No
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    from .models import check_adapter_dir, check_device
+    from .models import check_adapter_dir, check_device, check_model_name
     from .scoring import generate, score
 
     options = _options(ScoringOptions, ns)
@@ -85,6 +85,7 @@ def cmd_score(ns: argparse.Namespace) -> int:
     check_json_safe(records, lines=where)
     check_record_shapes(records, where, need_response=not ns.generate)
     check_device(model_options.device)
+    check_model_name(model_options.model)
     model_options = _score_adapter(model_options, ns.no_adapter)
     if model_options.adapter:
         check_adapter_dir(model_options.adapter)
@@ -212,8 +213,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in one line like every other (no usage block): the command, the
+    mistake, and where the accepted values are listed."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sighead-eval", description="Sigmoid Head confidence for language models, beside its baselines."
     )
     sub = parser.add_subparsers(dest="command", required=True)

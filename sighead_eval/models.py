@@ -321,15 +321,21 @@ def resolve_model(name_or_path: str | None) -> str:
     transformers takes it."""
     if embedded(name_or_path) is not None:
         return str(embedded_model_dir(embedded(name_or_path).name))
+    check_model_name(name_or_path)
+    path = Path(name_or_path).expanduser()
+    return str(path) if path.exists() else name_or_path
+
+
+def check_model_name(name_or_path: str | None) -> None:
+    """Refuses, before anything loads, a model name that looks like a local path that does not exist."""
     from .files import looks_like_a_path
 
-    path = Path(name_or_path).expanduser()
-    if not path.exists() and looks_like_a_path(str(name_or_path)):
-        raise FileNotFoundError(
-            f"model {name_or_path!r}: no such directory (it looks like a local path, so the hub is not "
-            "asked); check the path, or give a hub id such as 'org/name'"
-        )
-    return str(path) if path.exists() else name_or_path
+    if embedded(name_or_path) is None and not Path(name_or_path).expanduser().exists():
+        if looks_like_a_path(str(name_or_path)):
+            raise FileNotFoundError(
+                f"model {name_or_path!r}: no such directory (it looks like a local path, so the hub is not "
+                "asked); check the path, or give a hub id such as 'org/name'"
+            )
 
 
 def load_model(
