@@ -99,16 +99,19 @@ def import_head(
     model: str,
     output: str | os.PathLike,
     trust_remote_code: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Writes the authors' head at `source` (folder or hub id) as an adapter directory `output`
-    for `model` (hub id or local path of the base model it was trained on). Returns `output`."""
+    for `model` (hub id or local path of the base model it was trained on). `output` must be new or
+    empty unless `overwrite`; the files are written beside and renamed into it. Returns `output`."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from .adapter import SigmoidHeadConfig
-    from .files import atomic_path, check_output_dir, write_atomic
+    from .files import staged_dir, write_atomic
     from .models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_no_adapter, resolve_model
 
+    out = check_no_adapter(output, overwrite)
     folder = locate_source(source)
     name, shape, dtype = read_head_tensor(folder)
     base = resolve_model(model)
@@ -119,10 +122,9 @@ def import_head(
             f"[vocab, hidden] = {list(shape)}, the model's output layer `{module}` has {list(expected)}. "
             "Pass the base model the head was trained on (--model)."
         )
-    check_no_adapter(output)
-    out = check_output_dir(output)
     with safe_open(str(folder / AUTHORS_WEIGHTS), framework="pt") as f:
         weight = f.get_tensor(name)  # in the file's own dtype
+    check_finite(weight, f"{folder / AUTHORS_WEIGHTS}: tensor {name!r}")
     config = SigmoidHeadConfig(
         head_module=module,
         init_from_lm_head=False,
@@ -132,20 +134,33 @@ def import_head(
         inference_mode=True,
     )
     key = f"base_model.model.{module}.sigmoid_head_embedding.weight"
-    with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
-        save_file({key: weight.contiguous()}, str(tmp), metadata={"format": "pt"})
     meta = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
     # what PEFT's AutoPeftModel reads to rebuild the base model, as `save_pretrained` writes it
     meta["auto_mapping"] = {
         "base_model_class": model_class.__name__,
         "parent_library": model_class.__module__,
     }
-    write_atomic(out / ADAPTER_CONFIG, json.dumps(meta, indent=2, sort_keys=True))
     source_config = folder / "config.json"
     original = json.loads(source_config.read_text()) if source_config.is_file() else None
     card = _card(str(source), str(model), model_class.__name__, name, shape, dtype, original)
-    write_atomic(out / "README.md", card)
+    with staged_dir(out) as tmp:
+        save_file({key: weight.contiguous()}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        write_atomic(tmp / ADAPTER_CONFIG, json.dumps(meta, indent=2, sort_keys=True))
+        write_atomic(tmp / "README.md", card)
     return out
+
+
+def check_finite(weight, what: str) -> None:
+    """Refuses a head holding NaN or infinite weights, which would poison every score it gives."""
+    import torch
+
+    nan = int(torch.isnan(weight).sum())
+    inf = int(torch.isinf(weight).sum())
+    if nan or inf:
+        raise ValueError(
+            f"{what} holds {nan} NaN and {inf} infinite value(s) among {weight.numel()}; a head's weights "
+            "must all be finite numbers (the file is damaged, or the training diverged)"
+        )
 
 
 def _card(source, model, model_class, name, shape, dtype, original) -> str:

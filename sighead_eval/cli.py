@@ -8,7 +8,7 @@ import json
 import sys
 import typing
 
-from .files import check_json_safe, read_jsonl, write_jsonl_atomic
+from .files import check_json_safe, check_output_file, non_finite_field, read_jsonl_lines, write_jsonl_atomic
 from .models import ModelOptions
 from .runs import OFFLINE_TASKS, SPLITS
 from .scoring import GenerationOptions, ScoringOptions
@@ -36,15 +36,29 @@ def _add_dataclass_options(
             )
         else:
             default = argparse.SUPPRESS if given_only else f.default
+            kind = _int_or_word if int in args and str in args else base  # e.g. batch_size: 8 or 'auto'
             group.add_argument(
-                flag, dest=f.name, type=base, default=default, help=f"{help_text} (default: {f.default})"
+                flag, dest=f.name, type=kind, default=default, help=f"{help_text} (default: {f.default})"
             )
+
+
+def _int_or_word(text: str) -> int | str:
+    """An option that takes a number or a word (`--batch-size 8`, `--batch-size auto`); the config
+    dataclass checks which words it takes."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _options(cls, ns: argparse.Namespace):
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
 
 
+#: What an interrupted command says, unless it says more (train): every file is written atomically.
+INTERRUPTED = (
+    "stopped by Ctrl-C; each file it writes is written whole or not at all, so none is left half-written"
+)
 MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelOptions))
 
 
@@ -55,14 +69,23 @@ def add_model_options(parser: argparse.ArgumentParser, only=MODEL_OPTIONS) -> No
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    from .models import check_adapter_dir
+    from .models import check_adapter_dir, check_device, check_model_name
     from .scoring import generate, score
 
     options = _options(ScoringOptions, ns)
     generation = _options(GenerationOptions, ns)
     model_options = _options(ModelOptions, ns)
-    records = read_jsonl(ns.input)  # bad input fails before any model work
-    check_json_safe(records)
+    if generation.abstain_below is not None and not ns.generate:
+        raise ValueError(
+            "--abstain-below stops a response while it is generated; it needs --generate (force-decoded "
+            "responses are scored whole: compare their sequence scores with the threshold instead)"
+        )
+    _check_score_paths(ns.input, ns.output)
+    records, where = read_jsonl_lines(ns.input)  # bad input fails before any model work
+    check_json_safe(records, lines=where)
+    check_record_shapes(records, where, need_response=not ns.generate)
+    check_device(model_options.device)
+    check_model_name(model_options.model)
     model_options = _score_adapter(model_options, ns.no_adapter)
     if model_options.adapter:
         check_adapter_dir(model_options.adapter)
@@ -76,8 +99,49 @@ def cmd_score(ns: argparse.Namespace) -> int:
         for row in rows:
             row.pop("tokens")
             row.pop("words")
+    for i, row in enumerate(rows):
+        field = non_finite_field(row)
+        if field is not None:
+            dtype = model_options.dtype
+            raise ValueError(
+                f"{where[i] if len(rows) == len(where) else f'record {i + 1}'}: its scores hold a non-finite "
+                f"number (`{field}`), which JSON cannot carry: the model's or the head's weights hold NaN or "
+                "infinite values"
+                + (f", or --dtype {dtype} overflows (try float32)" if dtype != "float32" else "")
+                + "; nothing was written"
+            )
     write_jsonl_atomic(ns.output, rows)
     return 0
+
+
+def _check_score_paths(source: str, output: str) -> None:
+    """`--output` can be written, and is not `--input` (which it would replace)."""
+    from pathlib import Path
+
+    check_output_file(output)
+    if output != "-" and source != "-":
+        same = Path(output).resolve() == Path(source).resolve()
+        if same or (Path(output).exists() and Path(source).exists() and Path(output).samefile(source)):
+            raise ValueError(
+                f"--output {output!r} is the --input file: it would be replaced by the scores; give another "
+                "file"
+            )
+
+
+def check_record_shapes(records: list, where: list[str], need_response: bool) -> None:
+    """Each record in an accepted shape (with a response to score, unless generating), before any
+    model loads; a bad one is named by its file and line."""
+    import re
+
+    from .scoring import _split_record
+
+    for i, record in enumerate(records):
+        try:
+            _split_record(record, i, need_response)
+        except (ValueError, TypeError) as err:
+            message = re.sub(rf"^record {i}:? ?", "", str(err))
+            hint = " (or pass --generate to write the responses)" if "no `response`" in message else ""
+            raise type(err)(f"{where[i]}: {message}{hint}") from None
 
 
 def _score_adapter(options: ModelOptions, no_adapter: bool) -> ModelOptions:
@@ -149,8 +213,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Generation and scoring batch size")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals in one line like every other (no usage block): the command, the
+    mistake, and where the accepted values are listed."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sighead-eval", description="Sigmoid Head confidence for language models, beside its baselines."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -308,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     nh.add_argument("--offset", default="none", help="'none' (the paper) or 'log_softmax'")
     nh.add_argument("--output", required=True, help="Adapter directory to write")
     nh.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    nh.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
+        "and README.md there (without it, only a new or empty folder is written)",
+    )
     nh.set_defaults(func=cmd_init_head)
 
     ih = sub.add_parser(
@@ -323,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     ih.add_argument("--model", required=True, help="The base model the head was trained on (hub id or path)")
     ih.add_argument("--output", required=True, help="Adapter directory to write")
     ih.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
+    ih.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
+        "and README.md there (without it, only a new or empty folder is written)",
+    )
     ih.set_defaults(func=cmd_import_head)
 
     mech = sub.add_parser(
@@ -364,19 +448,22 @@ def cmd_selective(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .files import check_output_dir, write_atomic
-    from .selective import coverage_plot, json_safe, report_markdown, run_report
+    from .selective import RUN_FORMAT, coverage_plot, json_safe, read_run_samples, report_markdown, run_report
 
     path = Path(ns.run)
     if path.is_dir():
         path = path / "lm_eval_results.json"
     if not path.is_file():
         raise FileNotFoundError(f"run {ns.run!r}: no lm_eval_results.json there; give a demo or compare run")
-    samples = json.loads(path.read_text()).get("samples")
-    if not samples:
-        raise ValueError(f"{path} holds no samples; run with samples logged (demo and compare do)")
+    samples = read_run_samples(path)
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
     out = check_output_dir(ns.output or "results/selective")
-    report = run_report(samples, ns.target_risk, ns.delta, tasks)
+    try:
+        report = run_report(samples, ns.target_risk, ns.delta, tasks)
+    except (KeyError, IndexError, AttributeError, TypeError) as err:  # a shape read_run_samples let by
+        raise ValueError(
+            f"{path}: samples of another shape ({type(err).__name__}: {err}); expected {RUN_FORMAT}"
+        ) from None
     text = report_markdown(report)
     write_atomic(out / "selective.md", text)
     write_atomic(out / "selective.json", json.dumps(json_safe(report), indent=1))
@@ -404,7 +491,7 @@ def cmd_compress(ns: argparse.Namespace) -> int:
 def cmd_init_head(ns: argparse.Namespace) -> int:
     from .models import init_head
 
-    out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code)
+    out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval init-head: wrote an untrained head (offset {ns.offset!r}) to {out}")
     return 0
 
@@ -412,7 +499,7 @@ def cmd_init_head(ns: argparse.Namespace) -> int:
 def cmd_import_head(ns: argparse.Namespace) -> int:
     from .authors import import_head
 
-    out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code)
+    out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval import-head: wrote the adapter {out} (offset 'none'); card: {out / 'README.md'}")
     return 0
 
@@ -444,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"sighead-eval {ns.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: what was kept (train says), in one line
+        said = str(err) or INTERRUPTED
+        print(f"sighead-eval {ns.command}: interrupted: {said}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

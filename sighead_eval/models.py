@@ -169,12 +169,36 @@ def check_dtype(dtype: str) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """`device`, or cuda when available and none is named."""
+    """`device` (checked: `check_device`), or cuda when available and none is named."""
     if device:
-        return device
+        return check_device(device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str | None) -> str | None:
+    """Refuses, before any model loads, a device that is not a torch device or that this machine
+    does not have (`cuda` without CUDA)."""
+    if not device or device == "auto":
+        return device
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"--device {device!r} is not a torch device; give cpu, cuda, cuda:N, mps or auto"
+        ) from None
+    count = torch.cuda.device_count() if kind.type == "cuda" and torch.cuda.is_available() else 0
+    if kind.type == "cuda" and (count == 0 or (kind.index or 0) >= count):
+        have = f"{count} GPU(s)" if count else "no CUDA (no GPU, or torch built without it)"
+        raise ValueError(
+            f"--device {device!r}: this machine has {have}; use --device cpu, or leave --device out"
+        )
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r}: MPS is not available here; use --device cpu")
+    return device
 
 
 def cache_dir() -> Path:
@@ -297,15 +321,21 @@ def resolve_model(name_or_path: str | None) -> str:
     transformers takes it."""
     if embedded(name_or_path) is not None:
         return str(embedded_model_dir(embedded(name_or_path).name))
+    check_model_name(name_or_path)
+    path = Path(name_or_path).expanduser()
+    return str(path) if path.exists() else name_or_path
+
+
+def check_model_name(name_or_path: str | None) -> None:
+    """Refuses, before anything loads, a model name that looks like a local path that does not exist."""
     from .files import looks_like_a_path
 
-    path = Path(name_or_path).expanduser()
-    if not path.exists() and looks_like_a_path(str(name_or_path)):
-        raise FileNotFoundError(
-            f"model {name_or_path!r}: no such directory (it looks like a local path, so the hub is not "
-            "asked); check the path, or give a hub id such as 'org/name'"
-        )
-    return str(path) if path.exists() else name_or_path
+    if embedded(name_or_path) is None and not Path(name_or_path).expanduser().exists():
+        if looks_like_a_path(str(name_or_path)):
+            raise FileNotFoundError(
+                f"model {name_or_path!r}: no such directory (it looks like a local path, so the hub is not "
+                "asked); check the path, or give a hub id such as 'org/name'"
+            )
 
 
 def load_model(
@@ -394,11 +424,27 @@ def _checked_adapter_dir(path: str, stamp: tuple) -> dict:
                 raise ValueError(f"{weights} holds no tensors")
             for key in keys:
                 f.get_slice(key).get_shape()
+            if os.path.getsize(weights) < _expected_size(weights):
+                raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
+            _check_finite(weights, f, keys)
     except SafetensorError as err:
         raise ValueError(f"{weights} is truncated or corrupted and cannot be read ({err})") from None
-    if os.path.getsize(weights) < _expected_size(weights):
-        raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
     return config
+
+
+def _check_finite(weights: Path, opened, keys: list[str]) -> None:
+    """Refuses a head holding NaN or infinite weights (`opened`: the file, open): every score it
+    would give is NaN, found only when the scores are written."""
+    import torch
+
+    for key in keys:
+        tensor = opened.get_tensor(key)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{weights}: tensor {key!r} holds {int(torch.isnan(tensor).sum())} NaN and "
+                f"{int(torch.isinf(tensor).sum())} infinite value(s); a head's weights must all be "
+                "finite (the file is damaged, or the training diverged)"
+            )
 
 
 def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:
@@ -508,37 +554,48 @@ def init_head(
     model: str | None = None,
     offset: str = "none",
     trust_remote_code: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Writes a fresh, untrained head for `model` (default: the embedded one) to `output`: a copy of
     its output layer with `offset` ('none': scores start near 1.0; 'log_softmax': at
     sigmoid(log p) = p / (1 + p)). Stored as the rows that differ from the LM head (none: a few
-    bytes, whatever the vocabulary). Returns `output`."""
+    bytes, whatever the vocabulary). `output` must be new or empty unless `overwrite`
+    (`check_no_adapter`); the files are written beside and renamed into it. Returns `output`."""
     from peft import get_peft_model
 
     from .adapter import SigmoidHeadConfig
     from .adapter.config import OFFSETS
-    from .files import check_output_dir, write_atomic
+    from .files import staged_dir, write_atomic
 
     if offset not in OFFSETS:
         raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
-    check_no_adapter(output)
-    out = check_output_dir(str(output))
+    out = check_no_adapter(output, overwrite)
     base, _ = load_model(model, trust_remote_code=trust_remote_code)
     peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
     name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
     peft_model.peft_config["default"].base_model_name_or_path = name  # get_peft_model sets the path
-    save_adapter(peft_model, out, storage="rows")
-    write_atomic(out / "README.md", _fresh_card(name, offset))  # not PEFT's template card
+    with staged_dir(out) as tmp:
+        save_adapter(peft_model, tmp, storage="rows")
+        write_atomic(tmp / "README.md", _fresh_card(name, offset))  # not PEFT's template card
     return out
 
 
-def check_no_adapter(output: str | os.PathLike) -> None:
-    """Refuses an `output` directory that already holds an adapter's weights (nothing is overwritten)."""
-    if (Path(output) / ADAPTER_WEIGHTS).exists():
+#: What `init-head` and `import-head` write: all they replace in an existing folder (`--overwrite`).
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
+
+
+def check_no_adapter(output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuses, before any work, an `output` folder that holds anything (an adapter, or a user's
+    files) unless `overwrite`, which replaces `ADAPTER_FILES` there and nothing else; and an
+    `output` that cannot be written."""
+    from .files import check_new_output_dir
+
+    if (Path(output) / ADAPTER_WEIGHTS).exists() and not overwrite:
         raise ValueError(
-            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or remove "
-            "it first"
+            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or "
+            "--overwrite to replace it"
         )
+    return check_new_output_dir(output, overwrite, ADAPTER_FILES)
 
 
 def _fresh_card(model: str, offset: str) -> str:

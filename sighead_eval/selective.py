@@ -181,6 +181,63 @@ def task_report(dev, test, alpha: float = 0.1, delta: float = 0.1) -> dict:
     return {"n_dev": int(dev.quality.size), "n_test": int(test.quality.size), "rows": rows}
 
 
+#: The keys `run_report` reads in each logged sample (lm-eval's, with `log_samples`).
+SAMPLE_KEYS = ("doc_id", "doc", "filter", "filtered_resps")
+RUN_FORMAT = (
+    "the lm_eval_results.json of a demo or compare run (a JSON object whose `samples` map each task to "
+    "its logged samples)"
+)
+
+
+def read_run_samples(path) -> dict[str, list[dict]]:
+    """The logged samples of a saved run, `{task: [sample, ...]}`, each checked for the keys
+    `run_report` reads: a file of another shape is refused in one line naming it and what is expected."""
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise ValueError(f"{path} is empty; expected {RUN_FORMAT}")
+    try:
+        run = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})"
+        ) from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path} holds a JSON {type(run).__name__}; expected {RUN_FORMAT}")
+    samples = run.get("samples")
+    if not samples:
+        raise ValueError(f"{path} holds no samples; run with samples logged (demo and compare do)")
+    if not isinstance(samples, dict):
+        raise ValueError(f"{path}: `samples` is a JSON {type(samples).__name__}; expected {RUN_FORMAT}")
+    for task, rows in samples.items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(
+                f"{path}: the samples of {task!r} are not a list of objects; expected {RUN_FORMAT}"
+            )
+        for j, row in enumerate(rows, 1):
+            missing = [k for k in SAMPLE_KEYS if k not in row]
+            bad_prr = row.get("prr") is not None and not (
+                isinstance(row["prr"], list) and len(row["prr"]) == 2 and all(_number(v) for v in row["prr"])
+            )
+            if missing or not isinstance(row.get("doc"), dict) or bad_prr:
+                what = (
+                    f"lacks {missing}"
+                    if missing
+                    else "has a `doc` that is not an object or a `prr` that is not [confidence, quality]"
+                )
+                raise ValueError(
+                    f"{path}: sample {j} of {task!r} {what}; each sample is lm-eval's log of one output "
+                    f"({', '.join(SAMPLE_KEYS)}, prr)"
+                )
+    return samples
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def run_report(samples: dict, alpha: float = 0.1, delta: float = 0.1, tasks: list[str] | None = None) -> dict:
     """`task_report` for every task of a saved run (`{task: lm-eval samples}`)."""
     from .compare import subset

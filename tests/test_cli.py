@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from conftest import build_model
@@ -100,7 +101,7 @@ def test_bad_record_keeps_the_old_output(model_dir, capsys):
     (model_dir / "out.jsonl").write_text("previous results\n")
     args = _score_args(model_dir)
     assert main(args) == 2
-    assert "record 0 has keys ['question']" in capsys.readouterr().err
+    assert "in.jsonl, line 1: has keys ['question']" in capsys.readouterr().err
     assert (model_dir / "out.jsonl").read_text() == "previous results\n"
 
 
@@ -121,7 +122,7 @@ def no_model_loading(monkeypatch):
 def test_nan_in_a_pass_through_field_fails_before_model_work(model_dir, no_model_loading, capsys):
     (model_dir / "in.jsonl").write_text('{"prompt": "Hi", "response": "x", "meta": {"score": NaN}}\n')
     assert main(_score_args(model_dir)) == 2
-    assert "record 0: field `meta.score` holds a non-finite number" in capsys.readouterr().err
+    assert "in.jsonl, line 1: field `meta.score` holds a non-finite number" in capsys.readouterr().err
 
 
 def test_a_directory_as_input_or_a_missing_model_path_is_one_clear_line(model_dir, capsys):
@@ -177,3 +178,103 @@ def test_token_ids_outside_the_vocabulary_are_refused(model_dir):
         encode_records(
             model, tok, [{"prompt": "a", "response": "x", "response_token_ids": 7}], ScoringOptions(), True
         )
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_batch_size_auto_is_accepted_on_the_command_line(model_dir, capsys):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "there"}] * 3)
+    assert main(_score_args(model_dir, "base", "--no-adapter", "--batch-size", "auto")) == 0
+    assert len((model_dir / "out.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(_score_args(model_dir, "base", "--batch-size", "most")) == 2
+    assert "`batch_size` should be a positive integer or 'auto', got 'most'" in _error_line(capsys)
+
+
+def test_cuda_on_a_machine_without_it_is_one_line_before_the_model_loads(
+    model_dir, no_model_loading, monkeypatch, capsys
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "there"}])
+    assert main(_score_args(model_dir, "base", "--device", "cuda")) == 2
+    assert "--device 'cuda': this machine has no CUDA" in _error_line(capsys)
+    assert main(_score_args(model_dir, "base", "--device", "gpu")) == 2
+    assert "--device 'gpu' is not a torch device; give cpu, cuda" in _error_line(capsys)
+
+
+def test_a_record_without_a_response_is_named_by_file_and_line_before_the_model_loads(
+    model_dir, no_model_loading, capsys
+):
+    (model_dir / "in.jsonl").write_text('{"prompt": "Hi", "response": "x"}\n\n{"prompt": "Bye"}\n')
+    assert main(_score_args(model_dir)) == 2
+    line = _error_line(capsys)
+    assert "in.jsonl, line 3: has `prompt` but no `response` to score (or pass --generate" in line
+
+
+def test_abstain_below_without_generate_is_refused(model_dir, no_model_loading, capsys):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "there"}])
+    assert main(_score_args(model_dir, "base", "--abstain-below", "0.5")) == 2
+    assert "--abstain-below stops a response while it is generated; it needs --generate" in _error_line(
+        capsys
+    )
+
+
+def test_output_equal_to_input_is_refused_and_the_input_kept(
+    model_dir, no_model_loading, capsys, monkeypatch
+):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "there"}])
+    before = (model_dir / "in.jsonl").read_text()
+    args = _score_args(model_dir)
+    args[args.index("--output") + 1] = str(model_dir / "in.jsonl")
+    assert main(args) == 2
+    assert "is the --input file: it would be replaced" in _error_line(capsys)
+    monkeypatch.chdir(model_dir)  # the same file by another name
+    args[args.index("--output") + 1] = "./in.jsonl"
+    assert main(args) == 2
+    assert "is the --input file" in _error_line(capsys)
+    assert (model_dir / "in.jsonl").read_text() == before
+
+
+def test_an_output_under_a_file_is_refused_before_the_model_loads(model_dir, no_model_loading, capsys):
+    _write(model_dir / "in.jsonl", [{"prompt": "Hi", "response": "there"}])
+    args = _score_args(model_dir)
+    args[args.index("--output") + 1] = str(model_dir / "in.jsonl" / "out.jsonl")
+    assert main(args) == 2
+    assert "out.jsonl': cannot be written there" in _error_line(capsys)
+    args[args.index("--output") + 1] = str(model_dir)
+    assert main(args) == 2
+    assert "is a directory; give a file name" in _error_line(capsys)
+
+
+def test_non_finite_scores_name_the_record_and_the_cause(model_dir, monkeypatch, capsys):
+    """Whatever made the model's scores non-finite, the refusal names the input line and the
+    field, not JSON's 'Out of range float values', and the old output stays."""
+    from sighead_eval import scoring
+
+    class Poisoned:
+        def __init__(self, value):
+            self.value = value
+
+        def to_dict(self):
+            return {"tokens": [], "words": [], "sequence": {"sigmoid_mean": self.value}}
+
+    monkeypatch.setattr(
+        scoring, "score", lambda model, tok, records, options: [Poisoned(0.5), Poisoned(math.nan)]
+    )
+    (model_dir / "in.jsonl").write_text(
+        '{"prompt": "a", "response": "b"}\n\n{"prompt": "c", "response": "d"}\n'
+    )
+    (model_dir / "out.jsonl").write_text("previous results\n")
+    assert main(_score_args(model_dir, "base", "--no-adapter")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]  # after the model's loading bar
+    assert "in.jsonl, line 3: its scores hold a non-finite number (`sequence.sigmoid_mean`)" in line
+    assert "Out of range" not in line
+    assert (model_dir / "out.jsonl").read_text() == "previous results\n"

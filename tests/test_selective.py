@@ -143,3 +143,31 @@ def test_selective_command_refuses_a_run_without_samples(tmp_path, capsys):
     (tmp_path / "lm_eval_results.json").write_text('{"results": {}}')
     assert main(["selective", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert "holds no samples" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty; expected the lm_eval_results.json of a demo or compare run"),
+        ("[1, 2]", "holds a JSON list; expected the lm_eval_results.json"),
+        ('{"samples": ', "not valid JSON (Expecting value, line 1 column 13)"),
+        ('{"samples": [1]}', "`samples` is a JSON list; expected"),
+        (
+            '{"samples": {"t": [{"filter": "x", "doc": {}, "filtered_resps": []}]}}',
+            "sample 1 of 't' lacks ['doc_id']",
+        ),
+        ('{"samples": {"t": 3}}', "the samples of 't' are not a list of objects"),
+        (
+            '{"samples": {"t": [{"doc_id": 0, "filter": "x", "doc": "q", "filtered_resps": []}]}}',
+            "sample 1 of 't' has a `doc` that is not an object",
+        ),
+    ],
+    ids=["empty", "list", "truncated", "samples-list", "no-doc-id", "task-not-list", "doc-not-object"],
+)
+def test_selective_refuses_a_file_of_another_shape_in_one_line(tmp_path, capsys, text, message):
+    from sighead_eval.cli import main
+
+    (tmp_path / "run.json").write_text(text)
+    assert main(["selective", str(tmp_path / "run.json"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and message in err, err

@@ -399,11 +399,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, toke
         return (loss * math.nan if calls["n"] > 9 else loss), tokens
 
     monkeypatch.setattr(Trainer, "_batch_loss", poisoned)
-    with pytest.raises(TrainingError, match="non-finite training loss .* last good checkpoint"):
+    with pytest.raises(TrainingError, match="non-finite training loss .* the checkpoint of step 4 is kept"):
         _run(_config(tmp_path), tokenizer)
     state = read_checkpoint_meta(tmp_path / "run")["state"]
     assert state["step"] == 4
     assert torch.isfinite(load_file(str(tmp_path / "run" / "checkpoint.safetensors"))["head"]).all()
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_none_was_kept(tmp_path, tokenizer, monkeypatch):
+    """No checkpoint exists before the first evaluation: the message says so, and does not advise
+    `--resume` (which refuses a changed lr)."""
+    real = Trainer._batch_loss
+
+    def poisoned(*args, **kwargs):
+        loss, tokens = real(*args, **kwargs)
+        return loss * math.nan, tokens
+
+    monkeypatch.setattr(Trainer, "_batch_loss", poisoned)
+    with pytest.raises(TrainingError) as caught:
+        _run(_config(tmp_path), tokenizer)
+    message = str(caught.value)
+    assert "no checkpoint was written yet (the first comes with the first evaluation, at step 2" in message
+    assert "checkpoint is kept" not in message and "and resume" not in message
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
 def test_a_crash_while_checkpointing_keeps_the_last_checkpoint_whole(tmp_path, tokenizer, monkeypatch):
@@ -447,7 +465,9 @@ def test_a_crash_while_checkpointing_keeps_the_last_checkpoint_whole(tmp_path, t
         ({"dev_max": 0}, "`dev_max` should be an integer >= 1 or None, got 0"),
         ({"eval_every": 0}, "`eval_every` should be an integer >= 1 or None, got 0"),
         ({"eval_every": -2}, "`eval_every` should be an integer >= 1 or None, got -2"),
-        ({"softmax_temperature": 0}, "`softmax_temperature` should be > 0, got 0"),
+        ({"softmax_temperature": 0}, "`softmax_temperature` should be a finite number > 0, got 0"),
+        ({"lr": math.inf}, "`lr` should be a finite number > 0, got inf"),
+        ({"lr": math.nan}, "`lr` should be a finite number > 0, got nan"),
         ({"epsilon": 0}, "`epsilon` = 0 has no exact top-k bound"),
         ({"negative_top_p": 1.5}, r"`negative_top_p` should be in \[0, 1\], got 1.5"),
         ({"recipe": "tower"}, r"`recipe` should be one of \('paper', 'authors-2026'\), got 'tower'"),

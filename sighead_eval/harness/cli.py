@@ -178,12 +178,57 @@ def check_argv(args: list[str]) -> None:
     size = fields.get("scoring_batch_size")
     if size is not None and size != "auto" and not (size.isdigit() and int(size) > 0):
         raise ValueError(f"`scoring_batch_size` should be a positive integer or 'auto', got {size!r}")
+    check_model_args(fields)
     adapter = fields.get("adapter")
     if adapter:
         from ..models import check_adapter_fits
 
         trust = fields.get("trust_remote_code", "").lower() in ("true", "1", "yes")
         check_adapter_fits(adapter, fields.get("pretrained"), trust)
+
+
+def check_model_args(fields: dict[str, str]) -> None:
+    """The `sighead` model's own `--model_args` (its rule, its abstention threshold), and a key that
+    is a near miss of a known one (`adaptr`): refused before lm-eval starts. Other unknown keys go
+    on to HFLM and `from_pretrained`, as lm-eval passes them."""
+    import difflib
+    import inspect
+
+    from lm_eval.models.huggingface import HFLM
+
+    from ..dominant import check_rule
+    from ..scoring import GenerationOptions
+    from .model import SigheadLM
+
+    ours = [p for p in inspect.signature(SigheadLM.__init__).parameters if p not in ("self", "kwargs")]
+    known = set(ours) | {
+        p for p in inspect.signature(HFLM.__init__).parameters if p not in ("self", "kwargs")
+    }
+    for key in fields:
+        near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8) if key not in known else None
+        if near:
+            raise ValueError(
+                f"--model_args: unknown key {key!r}; did you mean {near[0]!r}? (the sighead model's keys: "
+                f"{', '.join(ours)}; the others are HFLM's)"
+            )
+
+    def number(key: str, default: float) -> float:
+        try:
+            return float(fields.get(key, default))
+        except ValueError:
+            raise ValueError(f"--model_args: `{key}` should be a number, got {fields[key]!r}") from None
+
+    try:
+        check_rule(number("p_jump", 0.3), number("epsilon", 0.005), fields.get("dominant_mode", "last"), None)
+    except ValueError as err:
+        raise ValueError(f"--model_args: {str(err).replace('`mode`', '`dominant_mode`')}") from None
+    if fields.get("abstain_below") not in (None, "", "None"):
+        GenerationOptions(abstain_below=number("abstain_below", 0))
+
+
+#: The errors of a run that lm-eval raises (a task not found, a model argument its model refuses):
+#: one line each, as the checks before it.
+RUN_ERRORS = (ValueError, TypeError, OSError, RuntimeError, KeyError)
 
 
 def main(argv: list[str]) -> int:
@@ -205,6 +250,14 @@ def main(argv: list[str]) -> int:
     saved, sys.argv = sys.argv, ["sighead-eval lm-eval", *args]
     try:
         cli_evaluate()
+    except RUN_ERRORS as err:
+        hint = " (`sighead-eval lm-eval ls tasks` lists them)" if "Tasks not found" in str(err) else ""
+        print(f"sighead-eval lm-eval: error: {str(err).strip() or type(err).__name__}{hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sighead-eval lm-eval: interrupted: stopped by Ctrl-C; lm-eval writes its results at the end, "
+              "so none were written", file=sys.stderr)  # fmt: skip
+        return 130
     finally:
         sys.argv = saved
     output = _option(args, "--output_path") or _option(args, "-o")

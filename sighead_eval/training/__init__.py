@@ -3,13 +3,14 @@
 from .data import Example, detect_shape, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, sigmoid_head_loss
 from .negatives import excluded_tokens, sample_negatives, unigram_distribution
-from .trainer import TrainConfig, Trainer, TrainingError, train
+from .trainer import TrainConfig, Trainer, TrainingError, TrainingInterrupted, train
 
 __all__ = [
     "Example",
     "TrainConfig",
     "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "detect_shape",
     "encode_examples",
     "excluded_tokens",

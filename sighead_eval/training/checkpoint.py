@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +39,20 @@ class LoopState:
 
 
 def check_output_dir(out: Path, recipe: dict, resume: bool, overwrite: bool) -> Path:
-    """Refuses to clobber an adapter or checkpoint unless asked, and to resume a run made with other
-    settings (`recipe`)."""
+    """Refuses, before any model loads, to clobber an adapter or checkpoint unless asked, to write
+    into a folder holding files a run did not write (a user's README) unless asked, to resume from
+    no checkpoint, a damaged one or one made with other settings (`recipe`), and an output folder
+    that cannot be written."""
+    from ..files import check_writable
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} is a file; give a folder for the adapter (new or empty)")
     has_adapter = (out / "adapter_config.json").is_file()
     has_checkpoint = (out / CHECKPOINT).is_file()
     if resume:
         if not has_checkpoint:
             raise ValueError(f"`resume` was asked but {str(out)!r} holds no checkpoint to resume from")
-        saved = read_checkpoint_meta(out)["recipe"]
+        saved = check_checkpoint(out)["recipe"]
         changed = sorted(k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k))
         if changed:
             raise ValueError(f"the checkpoint in {str(out)!r} was made with other settings: {changed}")
@@ -54,13 +61,57 @@ def check_output_dir(out: Path, recipe: dict, resume: bool, overwrite: bool) -> 
             f"{str(out)!r} already holds an adapter or a checkpoint; pass `overwrite=True` (--overwrite) to "
             "replace it, or `resume=True` (--resume) to continue its run"
         )
+    elif not overwrite and out.is_dir():
+        # a run's own leftovers (a log, snapshots, temporary files) may be written over; nothing else
+        others = sorted(
+            p.name for p in out.iterdir() if p.name not in (LOG, "snapshots") and p.name[0] != "."
+        )
+        if others:
+            raise ValueError(
+                f"{str(out)!r} holds files a training run did not write ({', '.join(others[:4])}); give a "
+                "new or empty folder, or pass `overwrite=True` (--overwrite) to write the adapter, its card "
+                f"({CARD}) and its log there"
+            )
+    check_writable(out, f"output_dir {str(out)!r}:")
     return out
 
 
-def clear_output_dir(out: Path) -> None:
-    """Removes what an earlier run wrote (for `overwrite`)."""
-    for name in ("adapter_config.json", "adapter_model.safetensors", CARD, LOG, STATE, CHECKPOINT):
-        (out / name).unlink(missing_ok=True)
+#: Files beside an adapter that describe that head (what `compare` and the benches write there):
+#: removed when a run replaces the head.
+HEAD_REPORTS = "evaluation.*"
+
+
+def finish_output_dir(out: Path) -> None:
+    """Once a run's adapter is in place: the checkpoint goes, and so do the reports of the head the
+    new one replaced."""
+    for path in out.glob(HEAD_REPORTS):
+        path.unlink()
+    (out / CHECKPOINT).unlink(missing_ok=True)
+
+
+def check_checkpoint(out: Path) -> dict:
+    """The checkpoint's metadata, once its file is known whole and readable; a truncated or damaged
+    one is refused in one line (before any model loads)."""
+    import struct
+
+    from safetensors import SafetensorError
+
+    from ..models import _expected_size
+
+    path = out / CHECKPOINT
+    try:
+        meta = read_checkpoint_meta(out)
+        if os.path.getsize(path) < _expected_size(path):
+            raise ValueError("the file is shorter than its header says")
+        missing = [k for k in ("recipe", "state", "optimizer_scalars") if k not in meta]
+        if missing:
+            raise ValueError(f"its metadata lacks {missing}")
+    except (SafetensorError, ValueError, KeyError, OSError, struct.error) as err:
+        raise ValueError(
+            f"the checkpoint {str(path)!r} is truncated or damaged ({err}); it cannot be resumed from: start "
+            "the run again with --overwrite in place of --resume"
+        ) from None
+    return meta
 
 
 def read_checkpoint_meta(out: Path) -> dict:
@@ -108,9 +159,10 @@ def load_checkpoint(out: Path, head: torch.Tensor, optimizer) -> tuple[LoopState
     return LoopState(**meta["state"]), tensors["best_head"].to(head.device)
 
 
-def append_log(out: Path, entry: dict) -> None:
-    with open(out / LOG, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+def write_log(out: Path, history: list[dict]) -> None:
+    """The run's evaluations so far, one JSON line each, rewritten whole: the log of a fresh run
+    starts empty (never after an older run's lines), and a resumed run's is its checkpoint's."""
+    write_atomic(out / LOG, "".join(json.dumps(entry) + "\n" for entry in history))
 
 
 def write_state(out: Path, info: dict, state: LoopState) -> None:

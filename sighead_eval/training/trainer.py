@@ -30,7 +30,7 @@ import torch
 
 from ..adapter.config import OFFSETS
 from ..dominant import check_rule, dominant_tokens
-from ..files import atomic_path
+from ..files import atomic_path, staged_dir
 from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
@@ -243,8 +243,9 @@ class TrainConfig:
                 bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
                 raise ValueError(f"`{name}` should be in {bounds}, got {value!r}")
         for name in ("lr", "softmax_temperature"):
-            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
-                raise ValueError(f"`{name}` should be > 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"`{name}` should be a finite number > 0, got {value!r}")
         if self.storage not in ("full", "rows"):  # lowrank is lossy: `sighead-eval compress` after a run
             raise ValueError(f"`storage` should be 'full' or 'rows', got {self.storage!r}")
         if self.storage == "rows" and not self.init_from_lm_head:
@@ -278,6 +279,10 @@ def _check_int(config, name: str, minimum: int, optional: bool = False) -> None:
 
 class TrainingError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run (a `KeyboardInterrupt`); its message says what was kept and how to go on."""
 
 
 def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
@@ -426,6 +431,8 @@ class Trainer:
         self._attach_head()
         self.state = ckpt.LoopState()
         self.best_head: torch.Tensor | None = None
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once one is
+        self.bar = None  # the progress bar, while training
         self.cache = None  # the cached frozen pass, built when training starts (`build_cache`)
 
     # -- setting up ------------------------------------------------------------------------------
@@ -530,9 +537,9 @@ class Trainer:
     def _start_or_resume(self) -> None:
         if self.config.resume:
             self.state, self.best_head = ckpt.load_checkpoint(self.out, self.head.weight, self.optimizer)
+            self.checkpoint_step = self.state.step
             return
-        if self.config.overwrite and self.rank == 0:
-            ckpt.clear_output_dir(self.out)
+        # With `overwrite`, the previous adapter stays whole until the new one replaces it (`_finish`).
         self.out.mkdir(parents=True, exist_ok=True)
         first = {"step": 0, "epoch": 0, "tokens": 0, **self.dev.evaluate()}
         self.state.history.append(first)
@@ -543,7 +550,31 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def train(self, recipe_command: str | None = None) -> dict:
         """Trains, writes the adapter, its card and its log to `output_dir`; returns the run info.
-        `recipe_command`: the command line that reproduces the run, for the card."""
+        `recipe_command`: the command line that reproduces the run, for the card. Interrupted
+        (Ctrl-C), it raises `TrainingInterrupted`, saying what was kept and how to go on."""
+        try:
+            return self._train(recipe_command)
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self.interrupted()) from None
+        finally:
+            if self.bar is not None:
+                self.bar.close()  # before any message about the stop
+
+    def interrupted(self) -> str:
+        """What an interruption now leaves, and how to go on, in one line."""
+        state = self.state
+        if self.checkpoint_step is not None:
+            go_on = "add --resume to the same command to go on from it"
+        else:
+            go_on = "nothing to resume: run the same command again to start over"
+        previous = (self.out / "adapter_config.json").is_file()
+        return f"stopped at step {state.step} of {self.total_steps}; {self.kept()}: {go_on}" + (
+            "; the previous adapter in the folder is untouched" if previous else ""
+        )
+
+    def _train(self, recipe_command: str | None) -> dict:
         from tqdm.auto import tqdm
 
         started = time.time()
@@ -551,7 +582,7 @@ class Trainer:
         self.build_cache()
         self._start_or_resume()
         state = self.state
-        bar = tqdm(
+        self.bar = bar = tqdm(
             total=self.total_steps,
             initial=state.step,
             desc="training",
@@ -613,11 +644,10 @@ class Trainer:
                 else:
                     loss, tokens = self._batch_loss(bi, batches[bi])
                 if not torch.isfinite(loss):
-                    where = f"at step {state.step}, epoch {state.epoch}"
-                    kept = str(self.out / ckpt.CHECKPOINT)
                     raise TrainingError(
-                        f"non-finite training loss ({loss.item()}) {where}; the last good checkpoint in "
-                        f"{kept!r} is kept. Lower `lr` and resume."
+                        f"non-finite training loss ({loss.item()}) at step {state.step}, epoch "
+                        f"{state.epoch}; {self.kept()}. Start again with a lower `lr` (--overwrite where a "
+                        "checkpoint was kept: --resume keeps the checkpoint's settings, lr among them)"
                     )
                 # Each process scales by world / group size; DDP averages over processes: the gradient
                 # is the mean over the group's batches, as in one process.
@@ -663,7 +693,7 @@ class Trainer:
 
     def _log(self, entry: dict) -> None:
         if self.rank == 0:
-            ckpt.append_log(self.out, entry)
+            ckpt.write_log(self.out, self.state.history)
             if self.config.snapshots:
                 from ..models import save_adapter
 
@@ -686,12 +716,23 @@ class Trainer:
         if self.rank == 0:
             meta = {"state": dataclasses.asdict(state), "recipe": self.config.settings()}
             ckpt.save_checkpoint(self.out, self.head.weight, self.best_head, self.optimizer, meta)
+            self.checkpoint_step = state.step
             if self.progress:
                 bar.write(
                     f"step {state.step}: dev BCE {entry['dev_bce']:.4f}, dev AUROC {entry['dev_auroc']:.4f}"
                     + (" (early stop)" if state.stopped_early else "")
                 )
         return state.stopped_early
+
+    def kept(self) -> str:
+        """What a run stopped now leaves to go on from, in words."""
+        if self.checkpoint_step is not None:
+            where = str(self.out / ckpt.CHECKPOINT)
+            return f"the checkpoint of step {self.checkpoint_step} is kept in {where!r}"
+        return (
+            "no checkpoint was written yet (the first comes with the first evaluation, at step "
+            f"{self.eval_every} or the end of the first epoch)"
+        )
 
     def _finish(self, started: float, recipe_command: str | None) -> dict:
         from ..models import save_adapter
@@ -718,10 +759,11 @@ class Trainer:
         if self.rank == 0:
             self.peft_model.peft_config["default"].base_model_name_or_path = self.base_name
             storage = None if config.storage_dtype == "float32" else config.storage_dtype
-            save_adapter(self.peft_model, self.out, storage_dtype=storage, storage=config.storage)
-            ckpt.write_card(self.out, config.settings(), self.base_name, info)
-            ckpt.write_state(self.out, info, state)
-            (self.out / ckpt.CHECKPOINT).unlink(missing_ok=True)
+            with staged_dir(self.out) as tmp:  # written beside, then renamed over the previous adapter
+                save_adapter(self.peft_model, tmp, storage_dtype=storage, storage=config.storage)
+                ckpt.write_card(tmp, config.settings(), self.base_name, info)
+                ckpt.write_state(tmp, info, state)
+            ckpt.finish_output_dir(self.out)
         if self.world > 1:
             import torch.distributed as dist
 
