@@ -133,7 +133,7 @@ def check_record_shapes(records: list, where: list[str], need_response: bool) ->
     model loads; a bad one is named by its file and line."""
     import re
 
-    from .scoring import _split_record
+    from .scoring.inputs import _split_record
 
     for i, record in enumerate(records):
         try:
