@@ -388,6 +388,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nh.set_defaults(func=cmd_init_head)
 
+    rs = sub.add_parser(
+        "rescore",
+        help="Attach every estimator to a saved lm-eval run of any backend (vllm, hf, ...)",
+        description="Reads the samples file of an `lm_eval ... --log_samples` run, force-decodes the text "
+        "lm-eval kept for each sample after its logged context, on a model with a Sigmoid Head, in one "
+        "batched pass, and writes the samples with their scores under `sighead`. --quality KEY also "
+        "prints how well each confidence ranks the samples by that per-sample metric.",
+    )
+    rs.add_argument("--samples", required=True, help="lm-eval's samples_<task>_<date>.jsonl")
+    rs.add_argument("--output", required=True, help="JSONL file for the scored samples (written atomically)")
+    rs.add_argument("--quality", default=None, help="a per-sample metric of the samples, e.g. exact_match")
+    rs.add_argument("--batch-size", type=int, default=8, help="records per forward pass (default: 8)")
+    rs.add_argument(
+        "--estimators", default=None, help="token estimators, '|'-separated (default: all but the opt-in)"
+    )
+    add_model_options(rs, only=("model", "adapter", "dtype", "device"))
+    rs.set_defaults(func=cmd_rescore)
+
     ih = sub.add_parser(
         "import-head",
         help="Turn a head released by the paper's authors (one [vocab, hidden] tensor) into an adapter",
@@ -517,6 +535,16 @@ def cmd_lm_eval(argv: list[str]) -> int:
     from .harness.cli import main as lm_eval_main
 
     return lm_eval_main(argv)
+
+
+def cmd_rescore(ns: argparse.Namespace) -> int:
+    from .harness.rescore import run
+    from .runs import choose_adapter
+
+    if ns.batch_size < 1:
+        raise ValueError(f"--batch-size should be a positive integer, got {ns.batch_size}")
+    ns.adapter = choose_adapter(ns.adapter, ns.model)  # on the default model, the shipped head
+    return run(ns)
 
 
 def main(argv: list[str] | None = None) -> int:

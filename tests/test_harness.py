@@ -760,3 +760,19 @@ def test_the_base_model_variant_asks_the_same_questions_in_one_line(task, task_m
     assert base.doc_to_text(b[0]) == f"Question: {plain.doc_to_text(a[0])}\nAnswer:"
     assert base.config.generation_kwargs["until"] == ["\n"]
     assert plain.config.generation_kwargs["until"] == ["\n\n"]
+
+
+def test_the_package_declares_lm_evals_entry_points():
+    """lm-eval's plug-in discovery (entry point groups `lm_eval.models`, `lm_eval.filters`) finds the
+    `sighead` model and the filters, as a stock `lm_eval --model sighead` will look them up."""
+    from importlib.metadata import entry_points
+
+    from sighead_eval.harness.confidence import Confidence
+    from sighead_eval.harness.model import SigheadLM
+    from sighead_eval.harness.spans import TokenScores
+
+    models = {e.name: e for e in entry_points(group="lm_eval.models")}
+    filters = {e.name: e for e in entry_points(group="lm_eval.filters")}
+    assert models["sighead"].load() is SigheadLM
+    assert filters["sighead_confidence"].load() is Confidence
+    assert filters["sighead_token_scores"].load() is TokenScores
