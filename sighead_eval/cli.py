@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--samples", required=True, help="lm-eval's samples_<task>_<date>.jsonl")
     rs.add_argument("--output", required=True, help="JSONL file for the scored samples (written atomically)")
     rs.add_argument("--quality", default=None, help="a per-sample metric of the samples, e.g. exact_match")
+    rs.add_argument(
+        "--filter", default=None, help="the filter whose samples --quality reads (default: the first)"
+    )
     rs.add_argument("--batch-size", type=int, default=8, help="records per forward pass (default: 8)")
     rs.add_argument(
         "--estimators", default=None, help="token estimators, '|'-separated (default: all but the opt-in)"

@@ -148,8 +148,10 @@ def _combined(c):
     import torch
     import torch.nn.functional as F
 
-    above = F.logsigmoid(c.min_head_logit_above()) + math.log1p(-COMBINED_EPS)  # -inf where none
-    return torch.minimum(c.log_score("sigmoid"), above)
+    least = c.min_head_logit_above()  # +inf where no token ranks above y (y is the argmax)
+    own = c.log_score("sigmoid")
+    above = F.logsigmoid(least) + math.log1p(-COMBINED_EPS)
+    return torch.where(torch.isinf(least), own, torch.minimum(own, above))
 
 
 #: Every token estimator, in the order the reports list them.
@@ -185,18 +187,40 @@ PALETTE = ("#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
 def _plugins() -> tuple[TokenEstimator, ...]:
     """Token estimators other packages declare under the `sighead_eval.estimators` entry point group,
     each a `TokenEstimator`."""
+    import warnings
     from importlib.metadata import entry_points
 
+    taken = {e.name for e in BUILTIN} | set(RESERVED)
     found = []
     for point in entry_points(group="sighead_eval.estimators"):
-        entry = point.load()
+        try:
+            entry = point.load()
+        except Exception as err:  # a broken plug-in must not break the package
+            warnings.warn(
+                f"estimator plug-in {point.name!r} ({point.value}) failed to load: {err}", stacklevel=2
+            )
+            continue
         if not isinstance(entry, TokenEstimator):
             raise TypeError(
                 f"entry point {point.name!r} ({point.value}) of group 'sighead_eval.estimators' should be "
                 f"a sighead_eval.estimators.TokenEstimator, got {type(entry).__name__}"
             )
+        if entry.name in taken:
+            raise ValueError(
+                f"estimator plug-in {point.value} is named {entry.name!r}, which is taken; reserved and "
+                f"built-in names: {', '.join(sorted(taken))}"
+            )
+        taken.add(entry.name)
         found.append(entry)
     return tuple(found)
+
+
+#: Names a plug-in estimator cannot take: what a scoring run records beside the estimators.
+RESERVED = ("entropy", "dominant_size", "dominant_mass", "greedy", "length")
+#: The built-in estimators whose work stays within the row statistics a chunk shares (no
+#: vocabulary-sized intermediate of their own): a compiled accelerator path scores them over a whole
+#: batch at once.
+FUSED_SAFE = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid", "weighted_boostedprob")
 
 
 #: The one list of token estimators: the built-in ones, then those of installed plug-ins.

@@ -86,6 +86,17 @@ def test_combined_equals_the_authors_adjustment(cpu_branches, monkeypatch):
     assert (out["combined"] < out["sigmoid"] - 1e-4).any()  # the adjustment bites somewhere
     argmax = z.argmax(-1) == targets
     assert torch.equal(out["combined"][argmax], out["sigmoid"][argmax])  # nothing ranks above it
+    # a confident head at the argmax keeps its own score (no cap at 1 - eps)
+    targets = z.argmax(-1)
+    with torch.no_grad():
+        layer.sigmoid_head_embedding["default"].weight[targets[0]] = hidden[0] * (
+            20.0 / hidden[0].norm() ** 2
+        )
+        sure = token_scores(
+            z[:1], targets[:1], hidden[:1], layer, ScoringOptions(estimators="sigmoid|combined")
+        )
+    assert sure["sigmoid"].exp().item() > 0.999999
+    assert torch.equal(sure["combined"], sure["sigmoid"])
 
 
 def test_opt_in_and_head_estimators_are_computed_only_where_asked_and_possible():

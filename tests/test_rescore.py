@@ -92,7 +92,7 @@ def test_rescore_attaches_the_engines_scores_to_a_stock_run(hflm_run, tiny_dir, 
     tok = AutoTokenizer.from_pretrained(tiny_dir / "base")
     for sample, before in zip(samples, original):
         assert {k: v for k, v in sample.items() if k != "sighead"} == before  # the run's own fields kept
-        context, text = sample["arguments"]["gen_args_0"]["arg_0"], sample["filtered_resps"][0]
+        context, text = sample["arguments"]["gen_args_0"]["arg_0"], sample["resps"][0][0]
         record = {"prompt_token_ids": tok(context, add_special_tokens=False)["input_ids"], "response": text}
         [direct] = score(model, tok, [record], ScoringOptions(chat_template=False), progress=False)
         assert sample["sighead"]["response"] == text
@@ -138,3 +138,26 @@ def test_rescore_refuses_what_is_not_a_samples_file_before_loading_a_model(tmp_p
     assert len(err) == 1 and "line 1: not an lm-eval sample" in err[0]
     assert main(["rescore", "--samples", str(bad), "--output", str(bad)]) == 2
     assert "is the --samples file" in capsys.readouterr().err
+    rolling = tmp_path / "rolling.jsonl"  # a perplexity task's sample: nothing to score
+    rolling.write_text(
+        json.dumps(
+            {
+                "doc_id": 0,
+                "arguments": {"gen_args_0": {"arg_0": "text"}},
+                "resps": [["-12.5"]],
+                "filtered_resps": ["-12.5"],
+            }
+        )
+        + "\n"
+    )
+    argv = [
+        "rescore",
+        "--samples",
+        str(rolling),
+        "--output",
+        str(tmp_path / "o.jsonl"),
+        "--model",
+        "/nonexistent",
+    ]
+    assert main(argv) == 2
+    assert "rolling log-likelihoods" in capsys.readouterr().err

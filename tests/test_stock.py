@@ -199,7 +199,7 @@ def test_generate_until_runs_as_many_forward_passes_as_hflm(models):
     assert ours.redone_outputs == 0 and n_ours == n_stock > 0
 
 
-def test_a_continuation_longer_than_the_window_is_scored_where_hflm_refuses_it(models):
+def test_a_continuation_longer_than_the_window_is_scored_where_hflm_refuses_it(models, tiny_dir):
     """HFLM asserts on a continuation longer than the model's window; `sighead` scores its last
     `max_length - 1` tokens with a warning, and leaves the other requests' values HFLM's."""
     stock, ours = models
@@ -214,6 +214,14 @@ def test_a_continuation_longer_than_the_window_is_scored_where_hflm_refuses_it(m
     )
     assert got[0].sighead["n_tokens"] == ours.max_length - 1
     assert got[0][0] == pytest.approx(math.log(got[0].sighead["sequence"]["softmax_prod"]), rel=1e-6)
+    # also when the softmax is not among the estimators asked for
+    from sighead_eval.harness.model import SigheadLM
+
+    only = SigheadLM(adapter=str(tiny_dir / "head"), estimators="sigmoid", pretrained=str(tiny_dir / "base"),
+                     batch_size=3, device="cpu", max_length=40)  # fmt: skip
+    with pytest.warns(UserWarning, match="longer than the model's context"):
+        [value] = only.loglikelihood(_requests("loglikelihood", [too_long]), disable_tqdm=True)
+    assert value[0] == pytest.approx(got[0][0], rel=1e-6)
 
 
 def test_kept_tokens_find_the_generated_prefix_of_the_kept_text(tokenizer):

@@ -13,7 +13,8 @@ change when confidence is added. The scores ride along as attributes.
 - `loglikelihood`: HFLM's own log-likelihood and greedy flag, and the confidence from the same
   model pass: HFLM's batches are scored as they run (`onepass.LoglikelihoodPass`), over HFLM's own
   continuation tokens less those wholly inside the whitespace it moved there from the context.
-  Outputs come back as `ScoredLoglikelihood`.
+  Two cases take a pass of the scoring engine's own: seq2seq models, and a continuation longer
+  than the model's window (which HFLM refuses). Outputs come back as `ScoredLoglikelihood`.
 - `loglikelihood_rolling`: HFLM's, untouched.
 
 The adapter is attached by this class's own `adapter=` argument, after HFLM has loaded the model
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -303,7 +304,10 @@ class SigheadLM(HFLM):
             records.append({"prompt_token_ids": ctx, "response": continuation, "response_token_ids": cont})
         if not records:
             return []
-        return score(self.model, self.tokenizer, records, self.scoring, progress=False)
+        options = self.scoring
+        if options.estimators is not None and "softmax" not in options.estimators:
+            options = replace(options, estimators=(*options.estimators, "softmax"))  # for the value
+        return score(self.model, self.tokenizer, records, options, progress=False)
 
     def _model_call(self, inps, attn_mask=None, labels=None):
         if getattr(self, "_onepass", None) is None:

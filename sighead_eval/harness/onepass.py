@@ -12,7 +12,8 @@ Which tokens are scored: HFLM's own continuation tokens (a context's trailing wh
 moved into the continuation, and the pair is tokenised together), minus the leading tokens that
 lie wholly inside that moved whitespace (the newline that closes a chat template's assistant
 tag, say). A continuation made only of such tokens keeps them all. So the softmax estimator's
-product is HFLM's log-likelihood wherever nothing was moved.
+product is HFLM's log-likelihood wherever nothing was moved (to the precision of HFLM's
+log-softmax, which runs in the model's dtype unless `softmax_dtype` is set).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class LoglikelihoodPass:
     def model_call(self, call, inps: torch.Tensor, **kwargs) -> torch.Tensor:
         """HFLM's `_model_call`, keeping the logits and head inputs of the batch."""
         self.flush()
+        self._logits = self._hidden = None  # the last batch's, freed before this one runs
         with HeadInputs(self.lm.model) as capture:
             logits = call(inps, **kwargs)
         self._logits, self._ends = logits, []

@@ -1,15 +1,19 @@
 """`sighead-eval rescore`: every estimator attached to a saved lm-eval run of any backend.
 
 Users generate fast with `lm_eval --model vllm` (or any backend) and `--log_samples`. This reads
-that run's samples file (`samples_<task>_<date>.jsonl`), force-decodes the text lm-eval kept for
-each sample (its filtered response; for a log-likelihood request, each continuation) after the
-context lm-eval gave the model, on a model with a Sigmoid Head, in one batched pass
-(`scoring.score`), and writes the samples back with the scores under `sighead`, in the shape the
-`sighead` model attaches to its outputs. With `--quality KEY` (a per-sample metric lm-eval logged,
-e.g. `exact_match` or `acc`), it also prints how well each confidence ranks the samples by it.
+that run's samples file (`samples_<task>_<date>.jsonl`), force-decodes what the model wrote for
+each document (its response as lm-eval cut it at the stop sequences, before any answer-extraction
+filter; for log-likelihood requests, each continuation) after the context lm-eval gave the model,
+on a model with a Sigmoid Head, in one batched pass (`scoring.score`), and writes the samples back
+with the scores under `sighead`: a generation's summary, or a list of one summary per
+continuation. lm-eval logs a document once per filter; each is scored once. With `--quality KEY`
+(a per-sample metric lm-eval logged, e.g. `exact_match` or `acc`), it also prints how well each
+confidence ranks the generated samples of one filter (`--filter`, default the first) by it.
 
-The context is taken as lm-eval logged it (chat template applied, if it was): it is tokenised as
-is, with no special tokens added, as HFLM does for a causal model.
+The context is taken as lm-eval logged it (chat template applied, if it was) and tokenised as HFLM
+tokenises a causal model's context: the tokenizer's special tokens, unless the text already
+starts with the BOS token. Rolling log-likelihood samples (perplexity) have nothing to score and
+are refused.
 """
 
 from __future__ import annotations
@@ -45,21 +49,20 @@ def read_samples(path: Path) -> list[dict]:
     return samples
 
 
-def pairs(sample: dict, where: str) -> list[tuple[str, str]]:
-    """`(context, kept text)` of a sample: one for a generation (its filtered response), one per
-    continuation for log-likelihood requests."""
+def pairs(sample: dict, where: str) -> tuple[str, list[tuple[str, str]]]:
+    """`(kind, [(context, text)])` of a sample: `generation` and the response the model wrote, or
+    `loglikelihood` and one pair per continuation."""
     args = [sample["arguments"][k] for k in sorted(sample["arguments"], key=_arg_order)]
-    out = []
-    for a in args:
-        context, second = a.get("arg_0"), a.get("arg_1")
-        if not isinstance(context, str):
-            raise ValueError(f"{where}: `arguments` holds no context string (arg_0)")
-        if isinstance(second, str):  # loglikelihood: (context, continuation)
-            out.append((context, second))
-        else:  # generate_until: (context, generation kwargs); the text lm-eval kept
-            out.append((context, _kept_text(sample, where)))
-            break
-    return out
+    if not args or not all(isinstance(a, dict) and isinstance(a.get("arg_0"), str) for a in args):
+        raise ValueError(f"{where}: `arguments` holds no context string (arg_0)")
+    if all(isinstance(a.get("arg_1"), str) for a in args):  # (context, continuation) each
+        return "loglikelihood", [(a["arg_0"], a["arg_1"]) for a in args]
+    if len(args) == 1 and isinstance(args[0].get("arg_1"), dict):  # (context, generation kwargs)
+        return "generation", [(args[0]["arg_0"], _written_text(sample, where))]
+    raise ValueError(
+        f"{where}: neither a generation (context, generation kwargs) nor log-likelihood requests "
+        "(context, continuation); rolling log-likelihoods (perplexity) have no text to score"
+    )
 
 
 def _arg_order(key: str) -> int:
@@ -67,14 +70,27 @@ def _arg_order(key: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _kept_text(sample: dict, where: str) -> str:
-    filtered = sample.get("filtered_resps")
-    if isinstance(filtered, list) and filtered and isinstance(filtered[0], str):
-        return filtered[0]
+def _written_text(sample: dict, where: str) -> str:
+    """The response as the model wrote it and lm-eval cut it (`resps`), not an extraction filter's
+    answer (`filtered_resps`, e.g. the number a math task's filter takes out of it)."""
     resps = sample.get("resps")
     if isinstance(resps, list) and resps and isinstance(resps[0], list) and isinstance(resps[0][0], str):
         return resps[0][0]
-    raise ValueError(f"{where}: no generated text in `filtered_resps` or `resps`")
+    raise ValueError(f"{where}: no generated text in `resps`")
+
+
+def context_ids(tokenizer, context: str) -> list[int]:
+    """A context's token ids as HFLM encodes a causal model's: the tokenizer's special tokens,
+    unless the (chat-templated) text already starts with the BOS token; an empty context is the
+    BOS token (else EOS)."""
+    bos = tokenizer.bos_token
+    ids = tokenizer(context, add_special_tokens=not (bos and context.startswith(bos)))["input_ids"]
+    if ids:
+        return ids
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("an empty context, and the tokenizer has no BOS or EOS token to start from")
+    return [start]
 
 
 def rescore(samples: list[dict], model, tokenizer, options, path: str = "samples") -> list[dict]:
@@ -82,33 +98,57 @@ def rescore(samples: list[dict], model, tokenizer, options, path: str = "samples
     of summaries, one per continuation (log-likelihood requests). One batched scoring pass."""
     from ..scoring import score
 
-    records, owners = [], []
+    records, owners, kinds = [], [], {}
     for number, sample in enumerate(samples, 1):
-        for context, text in pairs(sample, f"{path}, sample {number}"):
-            ids = tokenizer(context, add_special_tokens=False)["input_ids"] or [tokenizer.bos_token_id]
-            records.append({"prompt_token_ids": ids, "response": text})
-            owners.append(number - 1)
+        doc = sample.get("doc_id", number)
+        if doc in kinds:
+            continue  # the same document under another filter: scored once
+        kinds[doc], texts = pairs(sample, f"{path}, sample {number}")
+        for context, text in texts:
+            records.append({"prompt_token_ids": context_ids(tokenizer, context), "response": text})
+            owners.append(doc)
     results = score(model, tokenizer, records, options)
-    out = [dict(s) for s in samples]
-    for owner, result in zip(owners, results):
+    scored: dict[Any, list] = {}
+    for doc, result in zip(owners, results):
         summary = result.summary()
         summary["scored_by"] = "force-decoding"
-        if len(pairs(samples[owner], "")) == 1:
-            out[owner]["sighead"] = summary
-        else:
-            out[owner].setdefault("sighead", []).append(summary)
+        scored.setdefault(doc, []).append(summary)
+    out = []
+    for number, sample in enumerate(samples, 1):
+        doc = sample.get("doc_id", number)
+        summaries = scored[doc]
+        out.append({**sample, "sighead": summaries[0] if kinds[doc] == "generation" else summaries})
     return out
 
 
-def quality_table(samples: list[dict], key: str) -> dict[str, dict[str, float]]:
+def judged_samples(samples: list[dict], key: str, filter_name: str | None) -> list[dict]:
+    """The generated samples of one filter (`filter_name`, default the first), checked to carry the
+    per-sample metric `key`."""
+    names = list(dict.fromkeys(s.get("filter") for s in samples))
+    name = names[0] if filter_name is None else filter_name
+    if name not in names:
+        raise ValueError(f"--filter {filter_name}: not a filter of these samples; they have {names}")
+    kept = [s for s in samples if s.get("filter") == name]
+    if not any(isinstance(a.get("arg_1"), dict) for s in kept for a in s["arguments"].values()):
+        raise ValueError(f"--quality {key}: needs generated samples; these are log-likelihood requests")
+    missing = [s.get("doc_id") for s in kept if key not in s]
+    if missing:
+        raise ValueError(
+            f"--quality {key}: not a per-sample metric of filter {name!r} (doc {missing[0]} lacks it); "
+            "give one lm-eval logged, e.g. exact_match or acc"
+        )
+    return kept
+
+
+def quality_table(
+    samples: list[dict], key: str, filter_name: str | None = None
+) -> dict[str, dict[str, float]]:
     """ROC-AUC and PRR of each sequence confidence against the per-sample metric `key` (binary:
-    ROC-AUC and PRR; graded: PRR), over the generated samples."""
+    ROC-AUC and PRR; graded: PRR), over the generated samples of one filter."""
     from .. import metrics as core
     from ..estimators import CONFIDENCES, confidence
 
-    kept = [s for s in samples if isinstance(s.get("sighead"), dict)]
-    if not kept or any(key not in s for s in kept):
-        raise ValueError(f"--quality {key}: not a per-sample metric of every sample (e.g. exact_match, acc)")
+    kept = judged_samples(samples, key, filter_name)
     import numpy as np
 
     quality = np.array([float(s[key]) for s in kept])
@@ -158,14 +198,18 @@ def run(ns: Any) -> int:
     samples = read_samples(source)
     for number, sample in enumerate(samples, 1):
         pairs(sample, f"{source}, line {number}")  # every sample readable, before the model loads
+    if ns.quality:
+        judged_samples(samples, ns.quality, ns.filter)
+    options = ScoringOptions(
+        chat_template=False, batch_size=ns.batch_size, estimators=ns.estimators, truncation="left"
+    )
     if ns.adapter is not None:
         check_adapter_dir(ns.adapter)
     model, tokenizer = load_model(ns.model, adapter=ns.adapter, dtype=ns.dtype, device=ns.device)
-    options = ScoringOptions(chat_template=False, batch_size=ns.batch_size, estimators=ns.estimators)
     scored = rescore(samples, model, tokenizer, options, str(source))
     write_atomic(output, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
     print(f"{len(scored)} samples scored with every estimator -> {output}")
     if ns.quality:
-        table = quality_table(scored, ns.quality)
-        print(format_table(table, ns.quality, sum(isinstance(s.get("sighead"), dict) for s in scored)))
+        table = quality_table(scored, ns.quality, ns.filter)
+        print(format_table(table, ns.quality, len(judged_samples(scored, ns.quality, ns.filter))))
     return 0

@@ -13,7 +13,7 @@ from functools import cached_property
 import torch
 
 from ..dominant import DominantSets, dominant_from_top, exact_top_k
-from ..estimators import CEILING_TEMPERATURE, DEFAULT_ESTIMATORS, REGISTRY
+from ..estimators import CEILING_TEMPERATURE, DEFAULT_ESTIMATORS, FUSED_SAFE, REGISTRY
 from .options import ScoringOptions
 
 #: Rows per vocabulary-sized intermediate on a CPU: (64, V) float32 tensors stay small enough
@@ -68,18 +68,27 @@ _COMPILED: dict = {}
 
 def _fused(device: torch.device):
     """`fused_statistics`, compiled once for CUDA devices (Triton kernels); eager elsewhere, or where
-    compiling is turned off (SIGHEAD_EVAL_COMPILE=0) or fails (with a warning)."""
+    compiling is turned off (SIGHEAD_EVAL_COMPILE=0) or fails on its first call (with a warning:
+    `torch.compile` compiles lazily, so a missing compiler shows only then)."""
     if device.type not in _COMPILED:
         import os
 
         fn = fused_statistics
         if device.type == "cuda" and os.environ.get("SIGHEAD_EVAL_COMPILE", "1") != "0":
-            try:
-                fn = torch.compile(fused_statistics, dynamic=True)
-            except Exception as err:  # a platform without a compiler: eager, same values
-                import warnings
+            compiled = torch.compile(fused_statistics, dynamic=True)
 
-                warnings.warn(f"torch.compile failed ({err}); the estimators run eagerly", stacklevel=2)
+            def fn(*args):
+                try:
+                    out = compiled(*args)
+                except Exception as err:  # a platform without a working compiler: eager, same values
+                    import warnings
+
+                    warnings.warn(f"torch.compile failed ({err}); the estimators run eagerly", stacklevel=2)
+                    _COMPILED[device.type] = fused_statistics
+                    return fused_statistics(*args)
+                _COMPILED[device.type] = compiled  # it works: no wrapper from now on
+                return out
+
         _COMPILED[device.type] = fn
     return _COMPILED[device.type]
 
@@ -115,7 +124,11 @@ def token_scores(
         raise ValueError("`hidden` is needed to score with a Sigmoid Head")
     names = wanted_estimators(options, head)
     step = chunk_rows(logits.device, logits.shape[-1], options.chunk_rows)
-    if options.chunk_rows is None and _fused(logits.device) is not fused_statistics:
+    if (
+        options.chunk_rows is None
+        and set(names) <= set(FUSED_SAFE)
+        and _fused(logits.device) is not fused_statistics
+    ):
         # compiled, the fused statistics write no (n, V) intermediate: chunking would only multiply
         # the kernels launched (about a hundred a chunk), which is what an accelerator pays for
         step = max(step, logits.shape[0])
