@@ -130,15 +130,9 @@ def loglikelihood(stock, ours, chat, args) -> None:
 
 
 def _forwards(lm, fn) -> int:
-    from sighead_eval.frozen import unwrap
+    from sighead_eval.frozen import forward_passes
 
-    count = []
-    handle = unwrap(lm.model).register_forward_pre_hook(lambda *a: count.append(1))
-    try:
-        fn()
-    finally:
-        handle.remove()
-    return len(count)
+    return forward_passes(lm.model, fn)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,18 @@ class HeadInputs:
         return logits[:, -1], hidden
 
 
+def forward_passes(model, fn) -> int:
+    """How many times running `fn()` calls `model`'s forward (the one-pass checks of the lm-eval
+    model, in its tests and `bench/bench_lm_eval.py`)."""
+    count = []
+    handle = unwrap(model).register_forward_pre_hook(lambda *a: count.append(1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return len(count)
+
+
 def right_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask), both (B, T). Right padding keeps every real token at its unbatched
     position: causal attention never looks ahead at the pads, so batched scores equal unbatched."""

@@ -178,15 +178,9 @@ def test_generate_until_is_hflms_and_scores_exactly_the_kept_tokens(models):
 
 
 def _forwards(lm, fn) -> int:
-    from sighead_eval.frozen import unwrap
+    from sighead_eval.frozen import forward_passes
 
-    count = []
-    handle = unwrap(lm.model).register_forward_pre_hook(lambda *a: count.append(1))
-    try:
-        fn()
-    finally:
-        handle.remove()
-    return len(count)
+    return forward_passes(lm.model, fn)
 
 
 def test_generate_until_runs_as_many_forward_passes_as_hflm(models):
