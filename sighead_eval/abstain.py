@@ -19,7 +19,8 @@ from transformers.generation.streamers import BaseStreamer
 
 from .estimators import REGISTRY, check_running_confidence
 from .frozen import HeadInputs, unwrap
-from .scoring import ScoringOptions, active_head_layer, token_scores
+from .scoring.options import ScoringOptions  # not the package's engine, which builds this rule
+from .scoring.tokens import active_head_layer, token_scores
 
 
 class StepTap:

@@ -15,23 +15,7 @@ from ..frozen import HeadInputs, frozen_pass, right_pad, unwrap
 from .inputs import _pad_id, encode_records, eos_ids
 from .options import GenerationOptions, ScoringOptions
 from .results import ScoredText, build_result, scores_to_host
-from .tokens import chunk_rows, host_reads_are_free, token_scores
-
-
-def active_head_layer(model):
-    """The model's `SigmoidHeadLayer` when a Sigmoid Head adapter is active on it, else None."""
-    from ..adapter import SigmoidHeadLayer
-
-    head = unwrap(model).get_output_embeddings()
-    if isinstance(head, SigmoidHeadLayer) and head.active_head() is not None:
-        return head
-    return None
-
-
-def active_head(model) -> torch.Tensor | None:
-    """The active Sigmoid Head weight `(V, H)` of `model`, or None (no adapter, or disabled)."""
-    layer = active_head_layer(model)
-    return None if layer is None else layer.active_head()
+from .tokens import active_head_layer, chunk_rows, host_reads_are_free, token_scores
 
 
 def _device(model) -> torch.device:

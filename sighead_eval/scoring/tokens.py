@@ -14,6 +14,7 @@ import torch
 
 from ..dominant import DominantSets, dominant_from_top, exact_top_k
 from ..estimators import CEILING_TEMPERATURE, DEFAULT_ESTIMATORS, FUSED_SAFE, REGISTRY
+from ..frozen import unwrap
 from .options import ScoringOptions
 
 #: Rows per vocabulary-sized intermediate on a CPU: (64, V) float32 tensors stay small enough
@@ -91,6 +92,22 @@ def _fused(device: torch.device):
 
         _COMPILED[device.type] = fn
     return _COMPILED[device.type]
+
+
+def active_head_layer(model):
+    """The model's `SigmoidHeadLayer` when a Sigmoid Head adapter is active on it, else None."""
+    from ..adapter import SigmoidHeadLayer
+
+    head = unwrap(model).get_output_embeddings()
+    if isinstance(head, SigmoidHeadLayer) and head.active_head() is not None:
+        return head
+    return None
+
+
+def active_head(model) -> torch.Tensor | None:
+    """The active Sigmoid Head weight `(V, H)` of `model`, or None (no adapter, or disabled)."""
+    layer = active_head_layer(model)
+    return None if layer is None else layer.active_head()
 
 
 def wanted_estimators(options: ScoringOptions, head) -> tuple[str, ...]:
