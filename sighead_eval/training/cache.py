@@ -55,6 +55,17 @@ KEY_FIELDS = (
 )  # fmt: skip (what the cached negatives depend on; not the offset, lr or schedule)
 
 
+def _pad_cat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """(n_i, D_i) pieces stacked into (sum n_i, max D_i), padded with zeros (False)."""
+    width = max(p.shape[1] for p in pieces)
+    out = torch.zeros((sum(p.shape[0] for p in pieces), width), dtype=pieces[0].dtype)
+    start = 0
+    for p in pieces:
+        out[start : start + p.shape[0], : p.shape[1]] = p
+        start += p.shape[0]
+    return out
+
+
 class CacheError(RuntimeError):
     pass
 
@@ -79,6 +90,7 @@ def cache_key(trainer) -> dict:
         "digest": examples_digest(trainer.train_set),
         "dev_digest": examples_digest(trainer.dev_examples),
         **{name: getattr(trainer.config, name) for name in KEY_FIELDS},
+        **({"ranking_pairs": True} if trainer.config.ranking else {}),  # the dominant pairs stored
     }
 
 
@@ -165,12 +177,13 @@ class FrozenCache:
     def _build(self, examples, first: int, bar) -> dict[str, torch.Tensor]:
         """One shard: the frozen pass over `examples` with every epoch's negatives. Batches are
         formed by length (less padding); the shard keeps the examples' order."""
-        from .trainer import _generator, draw_negatives
+        from .negatives import dominant_pairs
+        from .trainer import _generator, dominant_sets, draw_negatives
 
         trainer, config = self._trainer, self._trainer.config
         order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), i))
         fields: dict[str, list] = {
-            name: [None] * len(examples) for name in ("hidden", "targets", "lse", "neg", "ok")
+            name: [None] * len(examples) for name in ("hidden", "targets", "lse", "neg", "ok", "dom", "domok")
         }
         for b in range(0, len(order), config.batch_size):
             chosen = order[b : b + config.batch_size]
@@ -190,6 +203,8 @@ class FrozenCache:
                 got["lse"] = torch.logsumexp(frozen.logits.float(), -1).cpu()
                 stream = (CACHE_SEED_PART, first + b + 1)
                 generator = _generator(config.seed, *stream, device=frozen.logits.device)
+                ranked = config.ranking or config.negatives == "dominant"
+                sets = dominant_sets(frozen, config) if ranked else None
                 rounds = draw_negatives(
                     frozen,
                     config,
@@ -198,7 +213,11 @@ class FrozenCache:
                     config.negatives,
                     config.negative_top_p,
                     self.epochs,
+                    sets=sets,
                 )
+                if config.ranking:  # the dominant tokens other than the reference, once (no epoch)
+                    dom, domok = dominant_pairs(sets, frozen.targets)
+                    got["dom"], got["domok"] = dom.to(torch.int32).cpu(), domok.cpu()
                 got["neg"] = torch.stack([n for n, _ in rounds]).to(torch.int32).cpu()  # (E, n, K)
                 got["ok"] = torch.stack([v for _, v in rounds]).cpu()
             for name, value in got.items():
@@ -215,6 +234,8 @@ class FrozenCache:
             part["log_normalizers"] = torch.cat(fields["lse"])
             part["negatives"] = torch.cat(fields["neg"], dim=1).contiguous()
             part["valid"] = torch.cat(fields["ok"], dim=1).contiguous()
+        if config.ranking:
+            part["dominant"], part["dominant_valid"] = _pad_cat(fields["dom"]), _pad_cat(fields["domok"])
         return part
 
     def _join(self, parts: list[dict[str, torch.Tensor]], device: torch.device) -> None:
@@ -226,6 +247,10 @@ class FrozenCache:
         self.log_normalizers = cat("log_normalizers")  # (N,), or None for the `full` ablation
         self.negatives = cat("negatives", 1)  # (E, N, K) int32, or None
         self.valid = cat("valid", 1)  # (E, N, K) bool, or None
+        # the ranking loss's pairs: (N, D) ids and their mask (shards padded to the widest), or None
+        ranked = "dominant" in parts[0]
+        self.dominant = _pad_cat([p["dominant"] for p in parts]).to(device) if ranked else None
+        self.dominant_valid = _pad_cat([p["dominant_valid"] for p in parts]).to(device) if ranked else None
         counts = torch.cat([p["counts"] for p in parts])
         self.starts = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).tolist()
 
@@ -235,7 +260,10 @@ class FrozenCache:
         return self.targets.shape[0]
 
     def nbytes(self) -> int:
-        tensors = (self.hidden, self.targets, self.log_normalizers, self.negatives, self.valid)
+        tensors = (
+            self.hidden, self.targets, self.log_normalizers, self.negatives, self.valid, self.dominant,
+            self.dominant_valid,
+        )  # fmt: skip
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def rows(self, indices: list[int]) -> torch.Tensor:
@@ -245,7 +273,7 @@ class FrozenCache:
 
     def loss(self, indices: list[int], epoch: int, rows_module=None) -> tuple[torch.Tensor, int]:
         """(loss, positions) of one training batch of examples `indices` in `epoch`."""
-        from .loss import full_vocab_loss, sigmoid_head_loss
+        from .loss import full_vocab_loss
 
         r = self.rows(indices)
         hidden = self.hidden.index_select(0, r).float()
@@ -254,7 +282,10 @@ class FrozenCache:
             base = F.linear(hidden, self.lm_head.float())
             return full_vocab_loss(self.layer.head_logits(hidden, None, base_logits=base), targets), r.numel()
         negatives = self.negatives[epoch].index_select(0, r).long()
-        ids = torch.cat([targets.unsqueeze(1), negatives], dim=1)  # (n, 1+K)
         offset = self.layer.logit_offset(log_normalizer=self.log_normalizers.index_select(0, r))
-        logits = self.layer.head_logits(hidden, ids, offset=offset, rows=rows_module)
-        return sigmoid_head_loss(logits, self.valid[epoch].index_select(0, r)), r.numel()
+        pairs = None
+        if self.dominant is not None:
+            pairs = (self.dominant.index_select(0, r).long(), self.dominant_valid.index_select(0, r))
+        valid = self.valid[epoch].index_select(0, r)
+        loss = self._trainer.pair_loss(hidden, targets, negatives, valid, pairs, rows_module, offset=offset)
+        return loss, r.numel()

@@ -23,6 +23,21 @@ def sigmoid_head_loss(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor
     return (per_pair * weights).sum() / weights.sum()
 
 
+def ranking_loss(
+    reference: torch.Tensor, dominant: torch.Tensor, valid: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """The authors' ranking loss (their commit b755c23): for every dominant token other than the
+    reference at a position, `MarginRankingLoss(margin)(s_ref, s_dom, 1) = max(0, s_dom - s_ref +
+    margin)` on the head's logits, averaged over all such pairs of the batch; 0 where there are none.
+
+    reference: (N,) the reference's logit; dominant: (N, D) the dominant tokens' logits; valid:
+    (N, D) bool, False on padding (a position with fewer than D such tokens).
+    """
+    pairs = valid.sum()
+    per_pair = (dominant - reference.unsqueeze(1) + margin).clamp_min(0.0) * valid.to(dominant.dtype)
+    return per_pair.sum() / pairs.clamp_min(1)
+
+
 def full_vocab_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Ablation: BCE over the whole vocabulary, every non-reference token a negative.
 

@@ -50,6 +50,16 @@ def excluded_tokens(sets: DominantSets | None, targets: torch.Tensor, vocab_size
 TOP_P_MAX = 64
 
 
+def dominant_pairs(sets: DominantSets, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(ids (N, D), valid (N, D))`: each position's dominant tokens other than its reference, for
+    the ranking loss, D the most any position has (at least 1); padding is id 0, valid False."""
+    keep = sets.mask & (sets.ids != targets.unsqueeze(1)) & (sets.ids >= 0)  # (N, k)
+    width = max(int(keep.sum(1).max()), 1) if keep.numel() else 1
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]  # kept ones first
+    valid = keep.gather(1, order)
+    return torch.where(valid, sets.ids.gather(1, order), 0), valid
+
+
 def top_p_set(logits: torch.Tensor, top_p: float, max_size: int = TOP_P_MAX) -> torch.Tensor:
     """(N, V) bool: the smallest set of most probable tokens whose softmax mass reaches `top_p`,
     cut at `max_size` tokens (sorting only the top `max_size`, not the vocabulary)."""

@@ -35,8 +35,8 @@ from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
 from .data import TRAIN_TURNS, Example, encode_examples, load_records, split_dev
-from .loss import full_vocab_loss, sigmoid_head_loss
-from .negatives import MODES, sample_negative_rounds, unigram_distribution
+from .loss import full_vocab_loss, ranking_loss, sigmoid_head_loss
+from .negatives import MODES, dominant_pairs, sample_negative_rounds, unigram_distribution
 
 DEV_SEED_PART = 99991  # the dev set's negatives come from their own seeded stream
 #: Evaluations per epoch when `eval_every` is not given (at most every `AUTO_EVAL_MAX` steps).
@@ -138,6 +138,17 @@ class TrainConfig:
         },
     )
     num_negatives: int = field(default=10, metadata={"help": "Negatives per position (K)."})
+    ranking_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "The authors' ranking loss (2026-03): at each position, for every dominant token other "
+            "than the reference, max(0, s_dom - s_ref + margin) on the head's logits, averaged over the "
+            "batch's pairs, times this weight, added to the BCE. 0 = off (the paper; the authors' default)."
+        },
+    )
+    ranking_loss_margin: float = field(
+        default=0.0, metadata={"help": "The ranking loss's margin (the authors' default: 0)."}
+    )
     unigram_share: float = field(default=0.5, metadata={"help": "Share of negatives drawn from the unigram."})
     softmax_temperature: float = field(default=2.0, metadata={"help": "Temperature of the softmax proposal."})
     p_jump: float = field(default=0.3, metadata={"help": "Dominant-token rule: relative drop."})
@@ -242,6 +253,15 @@ class TrainConfig:
             if not isinstance(value, (int, float)) or not inside:
                 bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
                 raise ValueError(f"`{name}` should be in {bounds}, got {value!r}")
+        for name in ("ranking_loss_weight", "ranking_loss_margin"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"`{name}` should be a finite number >= 0, got {value!r}")
+        if self.ranking_loss_weight and self.negatives == "full":
+            raise ValueError(
+                "the ranking loss is for sampled training (`negatives` dominant, mixed or random); the "
+                "`full` ablation has no pairs to rank"
+            )
         for name in ("lr", "softmax_temperature"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
@@ -262,9 +282,18 @@ class TrainConfig:
         if self.cache_dir:
             self.cache_hidden = True  # a cache directory is a cache: the card says so
 
+    @property
+    def ranking(self) -> bool:
+        """Whether the ranking loss is on."""
+        return self.ranking_loss_weight > 0
+
     def settings(self) -> dict:
-        """The settings that define the trained head (not where it goes or how the run is resumed)."""
+        """The settings that define the trained head (not where it goes or how the run is resumed).
+        The ranking loss's settings only when it is on: a run without it is the run it always was
+        (its checkpoints resume and its cards read as before)."""
         skip = {"output_dir", "resume", "overwrite", "storage_dtype", "storage", "cache_dir", "snapshots"}
+        if not self.ranking:
+            skip |= {"ranking_loss_weight", "ranking_loss_margin"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -306,15 +335,22 @@ def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+def dominant_sets(frozen, config: TrainConfig):
+    """The dominant sets of one batch's frozen outputs, by the run's rule."""
+    logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
+    return dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
+
+
 def draw_negatives(
-    frozen, config: TrainConfig, unigram, generator, mode: str, top_p: float = 0.0, rounds=None
+    frozen, config: TrainConfig, unigram, generator, mode: str, top_p: float = 0.0, rounds=None, sets=None
 ):
     """(negatives, valid) for one batch's frozen outputs, or a list of `rounds` such draws (one a
-    planned epoch, for the cache); dominant sets only when the mode excludes them."""
-    sets = None
-    if mode == "dominant":
-        logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
-        sets = dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
+    planned epoch, for the cache); dominant sets only when the mode excludes them (`sets`, when the
+    caller has them already)."""
+    if mode != "dominant":
+        sets = None
+    elif sets is None:
+        sets = dominant_sets(frozen, config)
     drawn = sample_negative_rounds(
         frozen.logits,
         frozen.targets,
@@ -684,12 +720,28 @@ class Trainer:
             logits = self.layer.head_logits(hidden, None, base_logits=frozen.logits)  # (N, V)
             return full_vocab_loss(logits, frozen.targets)
         generator = _generator(config.seed, epoch + 1, bi + 1, device=frozen.logits.device)
+        sets = dominant_sets(frozen, config) if config.ranking or config.negatives == "dominant" else None
         negatives, valid = draw_negatives(
-            frozen, config, self.unigram, generator, config.negatives, config.negative_top_p
+            frozen, config, self.unigram, generator, config.negatives, config.negative_top_p, sets=sets
         )
-        ids = torch.cat([frozen.targets.unsqueeze(1), negatives], dim=1)  # (N, 1+K)
-        logits = self.layer.head_logits(hidden, ids, base_logits=frozen.logits, rows=self.rows)
-        return sigmoid_head_loss(logits, valid)
+        pairs = dominant_pairs(sets, frozen.targets) if config.ranking else None
+        return self.pair_loss(hidden, frozen.targets, negatives, valid, pairs, base_logits=frozen.logits)
+
+    def pair_loss(self, hidden, targets, negatives, valid, pairs=None, rows=None, **offset) -> torch.Tensor:
+        """BCE over the reference and its negatives, plus, with `pairs` (the dominant tokens other
+        than the reference, `dominant_pairs`), the ranking loss: one head lookup for all of them.
+        `offset`: `base_logits=` or `offset=`, as `head_logits` takes them."""
+        config = self.config
+        parts = [targets.unsqueeze(1), negatives] + ([pairs[0]] if pairs is not None else [])
+        logits = self.layer.head_logits(
+            hidden, torch.cat(parts, dim=1), rows=self.rows if rows is None else rows, **offset
+        )  # (N, 1+K[+D])
+        k = negatives.shape[1]
+        loss = sigmoid_head_loss(logits[:, : 1 + k], valid)
+        if pairs is not None:
+            ranked = ranking_loss(logits[:, 0], logits[:, 1 + k :], pairs[1], config.ranking_loss_margin)
+            loss = loss + config.ranking_loss_weight * ranked
+        return loss
 
     def _log(self, entry: dict) -> None:
         if self.rank == 0:
