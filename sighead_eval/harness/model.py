@@ -50,8 +50,8 @@ from ..scoring import (
     fit_response,
     score,
 )
-from .cli import launched_world_size
 from .confidence import ScoredLoglikelihood, ScoredStr
+from .launch import launched_world_size
 from .onepass import AnswerHook, LoglikelihoodPass, Tagged
 
 

@@ -177,8 +177,7 @@ class FrozenCache:
     def _build(self, examples, first: int, bar) -> dict[str, torch.Tensor]:
         """One shard: the frozen pass over `examples` with every epoch's negatives. Batches are
         formed by length (less padding); the shard keeps the examples' order."""
-        from .negatives import dominant_pairs
-        from .trainer import _generator, dominant_sets, draw_negatives
+        from .negatives import _generator, dominant_pairs, dominant_sets, draw_negatives
 
         trainer, config = self._trainer, self._trainer.config
         order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), i))

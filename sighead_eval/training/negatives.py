@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..dominant import DominantSets
+from ..dominant import DominantSets, dominant_tokens
 
 MODES = ("dominant", "mixed", "random", "full")
 # Keeps every allowed token drawable when its proposal probability underflows to zero.
@@ -191,3 +191,39 @@ def sample_negative_rounds(
             valid[:, k_uni:] = ~dup
         out.append((negatives, valid))
     return out
+
+
+def _generator(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + sum(p * 7919**i for i, p in enumerate(parts, 1))) % (2**63))
+    return g
+
+
+def dominant_sets(frozen, config):
+    """The dominant sets of one batch's frozen outputs, by the run's rule."""
+    logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
+    return dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
+
+
+def draw_negatives(frozen, config, unigram, generator, mode: str, top_p: float = 0.0, rounds=None, sets=None):
+    """(negatives, valid) for one batch's frozen outputs, or a list of `rounds` such draws (one a
+    planned epoch, for the cache); dominant sets only when the mode excludes them (`sets`, when the
+    caller has them already)."""
+    if mode != "dominant":
+        sets = None
+    elif sets is None:
+        sets = dominant_sets(frozen, config)
+    drawn = sample_negative_rounds(
+        frozen.logits,
+        frozen.targets,
+        rounds=rounds or 1,
+        k=config.num_negatives,
+        mode=mode,
+        sets=sets,
+        unigram=unigram,
+        unigram_share=config.unigram_share,
+        temperature=config.softmax_temperature,
+        generator=generator,
+        exclude_top_p=top_p,
+    )
+    return drawn if rounds is not None else drawn[0]

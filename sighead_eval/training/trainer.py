@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 
 from ..adapter.config import OFFSETS
-from ..dominant import check_rule, dominant_tokens
+from ..dominant import check_rule
 from ..files import atomic_path, staged_dir
 from ..frozen import frozen_pass
 from ..models import model_field
 from . import checkpoint as ckpt
 from .data import TRAIN_TURNS, Example, encode_examples, load_records, split_dev
 from .loss import full_vocab_loss, ranking_loss, sigmoid_head_loss
-from .negatives import MODES, dominant_pairs, sample_negative_rounds, unigram_distribution
+from .negatives import MODES, _generator, dominant_pairs, dominant_sets, draw_negatives, unigram_distribution
 
 DEV_SEED_PART = 99991  # the dev set's negatives come from their own seeded stream
 #: Evaluations per epoch when `eval_every` is not given (at most every `AUTO_EVAL_MAX` steps).
@@ -325,46 +325,8 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return state.process_index, state.num_processes, state.device if device.type != "cpu" else device
 
 
-def _generator(seed: int, *parts: int, device: torch.device | str = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + sum(p * 7919**i for i, p in enumerate(parts, 1))) % (2**63))
-    return g
-
-
 def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def dominant_sets(frozen, config: TrainConfig):
-    """The dominant sets of one batch's frozen outputs, by the run's rule."""
-    logp = torch.log_softmax(frozen.logits.float(), -1)  # (N, V)
-    return dominant_tokens(logp, p_jump=config.p_jump, epsilon=config.epsilon, mode=config.dominant_mode)
-
-
-def draw_negatives(
-    frozen, config: TrainConfig, unigram, generator, mode: str, top_p: float = 0.0, rounds=None, sets=None
-):
-    """(negatives, valid) for one batch's frozen outputs, or a list of `rounds` such draws (one a
-    planned epoch, for the cache); dominant sets only when the mode excludes them (`sets`, when the
-    caller has them already)."""
-    if mode != "dominant":
-        sets = None
-    elif sets is None:
-        sets = dominant_sets(frozen, config)
-    drawn = sample_negative_rounds(
-        frozen.logits,
-        frozen.targets,
-        rounds=rounds or 1,
-        k=config.num_negatives,
-        mode=mode,
-        sets=sets,
-        unigram=unigram,
-        unigram_share=config.unigram_share,
-        temperature=config.softmax_temperature,
-        generator=generator,
-        exclude_top_p=top_p,
-    )
-    return drawn if rounds is not None else drawn[0]
 
 
 class DevSet:
