@@ -46,7 +46,7 @@ from .estimators import (
 )
 from .files import check_output_dir, write_atomic
 from .models import ModelOptions
-from .report.samples import TaskSamples, judged, task_samples
+from .report.samples import TaskSamples, judged, subset, task_samples
 from .report.words import word_comparison, word_comparison_lines, word_headline_lines
 from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, split_indices
 
@@ -165,19 +165,6 @@ def compare_task(ts: TaskSamples, iters: int = 1000, seed: int = 0) -> dict:
 #: entropy aggregation, the best on dev (the length alone is a row of the tables, not a rival).
 RIVALS = RIVAL_CONFIDENCES
 ALPHA = 0.05
-
-
-def subset(ts: TaskSamples, split: str) -> TaskSamples:
-    """The samples of one half (`dev` or `test`; `all` keeps every sample)."""
-    keep = np.array([split == "all" or d.get("split") == split for d in ts.docs], dtype=bool)
-    return TaskSamples(
-        ts.task,
-        [d for d, k in zip(ts.docs, keep) if k],
-        ts.quality[keep],
-        {e: v[keep] for e, v in ts.confidence.items()},
-        [r for r, k in zip(ts.responses, keep) if k] if ts.responses else [],
-        [t for t, k in zip(ts.tokens, keep) if k] if ts.tokens else [],
-    )
 
 
 @dataclass(frozen=True)

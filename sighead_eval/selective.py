@@ -240,8 +240,7 @@ def _number(value) -> bool:
 
 def run_report(samples: dict, alpha: float = 0.1, delta: float = 0.1, tasks: list[str] | None = None) -> dict:
     """`task_report` for every task of a saved run (`{task: lm-eval samples}`)."""
-    from .compare import subset
-    from .report.samples import task_samples
+    from .report.samples import subset, task_samples
 
     check_levels(alpha, delta)
     names = tasks or sorted(samples)

@@ -114,3 +114,16 @@ def task_samples(task: str, samples) -> TaskSamples:
         responses=[o["response"] for o in outputs],
         tokens=[o.get("tokens", {}) for o in outputs],
     )
+
+
+def subset(ts: TaskSamples, split: str) -> TaskSamples:
+    """The samples of one half (`dev` or `test`; `all` keeps every sample)."""
+    keep = np.array([split == "all" or d.get("split") == split for d in ts.docs], dtype=bool)
+    return TaskSamples(
+        ts.task,
+        [d for d, k in zip(ts.docs, keep) if k],
+        ts.quality[keep],
+        {e: v[keep] for e, v in ts.confidence.items()},
+        [r for r, k in zip(ts.responses, keep) if k] if ts.responses else [],
+        [t for t, k in zip(ts.tokens, keep) if k] if ts.tokens else [],
+    )
