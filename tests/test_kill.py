@@ -361,9 +361,9 @@ def _saved_run(path: Path) -> None:
 
 
 def test_compare_killed_keeps_each_table_whole(tiny_dir, tmp_path):
-    """`compare` on saved outputs (`--outputs`, `--no-rescore`): a run of the tasks through lm-eval
-    takes minutes per kill even on the tiny model; its `lm_eval_results.json` goes through the same
-    writer (`write_atomic`) as the tables killed here."""
+    """`compare` on saved outputs (`--outputs`, `--no-rescore`): a run of a task through lm-eval
+    takes about 20 s even on the tiny model, too long to repeat for each kill; its
+    `lm_eval_results.json` goes through the same writer (`write_atomic`) as the tables killed here."""
     _saved_run(tmp_path / "saved.json")
 
     def compare(folder, bootstrap):
