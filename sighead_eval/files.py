@@ -199,6 +199,10 @@ def check_new_output_dir(output: str | os.PathLike, overwrite: bool, writes: tup
     return path
 
 
+#: The file `staged_dir` puts in place last (what loaders look for first).
+LAST_IN_PLACE = "adapter_config.json"
+
+
 @contextmanager
 def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a new, private folder to write a set of files into; when the block ends without an
@@ -217,7 +221,8 @@ def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
         if not inside:
             os.replace(tmp, target)
             return
-        for item in sorted(tmp.iterdir()):
+        # a PEFT adapter's config last: a folder holding a config holds the weights it describes
+        for item in sorted(tmp.iterdir(), key=lambda i: (i.name == LAST_IN_PLACE, i.name)):
             if (target / item.name).is_dir():
                 raise IsADirectoryError(f"{target / item.name} is a folder; cannot replace it with a file")
             os.replace(item, target / item.name)

@@ -76,3 +76,21 @@ def test_a_new_file_gets_the_mode_of_a_plain_write_and_an_old_one_keeps_its_own(
         assert kept.stat().st_mode & 0o777 == 0o750
     finally:
         os.umask(old_mask)
+
+
+def test_a_staged_adapter_puts_its_config_in_place_last(tmp_path, monkeypatch):
+    """Files renamed one by one into an existing folder: the adapter's config goes last, so a folder
+    that holds a config (what loaders look for) holds the weights it describes."""
+    import os
+
+    from sighead_eval import files
+
+    target = tmp_path / "adapter"
+    target.mkdir()
+    order, real = [], os.replace
+    monkeypatch.setattr(files.os, "replace", lambda a, b: order.append(os.path.basename(b)) or real(a, b))
+    with files.staged_dir(target) as tmp:
+        for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "z.json"):
+            (tmp / name).write_text(name)
+    assert order[-1] == "adapter_config.json" and len(order) == 4
+    assert (target / "adapter_model.safetensors").read_text() == "adapter_model.safetensors"
