@@ -47,6 +47,12 @@ CASES = [
     ("score-max-length", "score --input {d}/good.jsonl --max-length 1", r"`max_length` should be an integer >= 2"),
     ("score-dominant-mode", "score --input {d}/good.jsonl --dominant-mode middle", r"`mode` should be one of \('last', 'first'\), got 'middle'"),
     ("score-no-input-option", "score", r"the following arguments are required: --input \(see `sighead-eval score --help`\)"),
+    # rescore
+    ("rescore-missing-samples", "rescore --samples {d}/nope.jsonl --output {d}/o.jsonl", r"--samples .*nope.jsonl: no such file"),
+    ("rescore-not-samples", "rescore --samples {d}/good.jsonl --output {d}/o.jsonl", r"good.jsonl, line 1: not an lm-eval sample"),
+    ("rescore-output-is-samples", "rescore --samples {d}/good.jsonl --output {d}/good.jsonl", r"is the --samples file"),
+    ("rescore-batch-size-0", "rescore --samples {d}/good.jsonl --output {d}/o.jsonl --batch-size 0", r"--batch-size should be a positive integer, got 0"),
+    ("rescore-no-samples-option", "rescore --output {d}/o.jsonl", r"the following arguments are required: --samples"),
     # selective
     ("selective-empty-json", "selective {d}/empty.json", r"empty.json is empty; expected the lm_eval_results.json"),
     ("selective-json-list", "selective {d}/list.json", r"list.json holds a JSON list; expected"),
