@@ -142,7 +142,9 @@ def _weighted_boostedprob(c):
 def _combined(c):
     """min(A_y, (1 - eps) min{A_j : p_j > p_y}) in logs, A = sigmoid(head logit): the head's
     logits of the sorted top tokens ranked above y, and, for the rows where y ranks below the
-    sorted top, of the whole vocabulary (`Chunk.min_head_logit_above`)."""
+    sorted top, of the whole vocabulary (`Chunk.min_head_logit_above`). "Above" is strictly
+    more probable: a token tied with y is not above it, where the authors' unstable sort puts
+    tied tokens in either order."""
     import math
 
     import torch
