@@ -7,10 +7,11 @@ from sighead_eval.hf_metrics import SIGMOID_HEAD_CITATION
 
 _DESCRIPTION = """
 Runs a causal language model with a Sigmoid Head adapter over texts and returns, for every text,
-its sequence confidence under each estimator: the Sigmoid Head (`sigmoid_*`), softmax probability
-(`softmax_*`), BoostedProb (`boostedprob_*`), the head's closed-form ceiling (`ceiling_*`), the
-head times its ceiling (`hybrid_*`) and mean token entropy (`entropy_mean`), with the
-aggregations mean, prod, sumlog, meanlog and min. `sources` (prompts or chat messages) are the
+its sequence confidence under each token estimator of the registry (`sighead_eval.estimators`:
+the Sigmoid Head `sigmoid_*`, softmax probability `softmax_*`, BoostedProb `boostedprob_*`, the
+head's closed-form ceiling `ceiling_*`, the head times its ceiling `hybrid_*`, the authors'
+weighted BoostedProb `weighted_boostedprob_*`, ...) and mean token entropy (`entropy_mean`), with
+the aggregations mean, prod, sumlog, meanlog and min. `sources` (prompts or chat messages) are the
 context the texts answer; they are never scored. The model loads once per metric instance.
 """
 
