@@ -330,14 +330,15 @@ def test_only_touched_rows_change(tmp_path, tokenizer):
     assert 0 < changed.sum() < initial.shape[0]
 
 
+@pytest.mark.parametrize("ranking", [0.0, 1.0], ids=["bce", "with-ranking-loss"])
 @pytest.mark.parametrize("cached", [False, True], ids=["uncached", "cached"])
-def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch, cached):
+def test_resumed_run_ends_with_the_same_adapter(tmp_path, tokenizer, monkeypatch, cached, ranking):
     """Interrupted and resumed (the cache rebuilt in memory, or read back from its directory):
-    the same adapter as one uninterrupted run."""
-    extra = {"cache_hidden": True} if cached else {}
+    the same adapter as one uninterrupted run; with the authors' ranking loss too."""
+    extra = {"ranking_loss_weight": ranking, **({"cache_hidden": True} if cached else {})}
     _run(_config(tmp_path, "whole", **extra), tokenizer)
     if cached:
-        extra = {"cache_dir": str(tmp_path / "cache")}
+        extra = {"ranking_loss_weight": ranking, "cache_dir": str(tmp_path / "cache")}
     real_step = Trainer._optimizer_step
     calls = {"n": 0}
 
