@@ -75,6 +75,10 @@ class TokenEstimator:
     default: bool = True  # False: computed only when asked for (`ScoringOptions.estimators`)
     summary: str = ""
     colour: str | None = None  # in the plots; None: one of `PALETTE` not taken
+    #: True where its work stays within the row statistics a chunk shares (no vocabulary-sized
+    #: intermediate of its own): a compiled accelerator path may then score a whole batch as one
+    #: chunk. False (a plug-in's default) keeps the chunks that bound its memory.
+    light: bool = False
 
     def __post_init__(self):
         if not self.name.isidentifier():  # joined to an aggregation with '_', split at the last one
@@ -158,20 +162,37 @@ def _combined(c):
 
 #: Every token estimator, in the order the reports list them.
 BUILTIN = (
-    TokenEstimator("sigmoid", _sigmoid, True, "head", summary="the Sigmoid Head", colour="#d62728"),
-    TokenEstimator("softmax", _softmax, role="rival", summary="the LM's own probability", colour="#1f77b4"),
     TokenEstimator(
-        "boostedprob", _boostedprob, role="rival", summary="BoostedProb (dominant mass)", colour="#2ca02c"
+        "sigmoid", _sigmoid, True, "head", summary="the Sigmoid Head", colour="#d62728", light=True
     ),
     TokenEstimator(
-        "ceiling", _ceiling, role="reference", summary="the converged head's closed form", colour="#ff7f0e"
+        "softmax", _softmax, role="rival", summary="the LM's own probability", colour="#1f77b4", light=True
     ),
-    TokenEstimator("hybrid", _hybrid, True, "lever", summary="the head times the ceiling", colour="#8c564b"),
+    TokenEstimator(
+        "boostedprob",
+        _boostedprob,
+        role="rival",
+        summary="BoostedProb (dominant mass)",
+        colour="#2ca02c",
+        light=True,
+    ),  # fmt: skip
+    TokenEstimator(
+        "ceiling",
+        _ceiling,
+        role="reference",
+        summary="the converged head's closed form",
+        colour="#ff7f0e",
+        light=True,
+    ),  # fmt: skip
+    TokenEstimator(
+        "hybrid", _hybrid, True, "lever", summary="the head times the ceiling", colour="#8c564b", light=True
+    ),
     TokenEstimator(
         "weighted_boostedprob",
         _weighted_boostedprob,
         summary="the authors' weighted BoostedProb",
         colour="#17becf",
+        light=True,
     ),
     TokenEstimator(
         "combined",
@@ -219,10 +240,6 @@ def _plugins() -> tuple[TokenEstimator, ...]:
 
 #: Names a plug-in estimator cannot take: what a scoring run records beside the estimators.
 RESERVED = ("entropy", "dominant_size", "dominant_mass", "greedy", "length")
-#: The built-in estimators whose work stays within the row statistics a chunk shares (no
-#: vocabulary-sized intermediate of their own): a compiled accelerator path scores them over a whole
-#: batch at once.
-FUSED_SAFE = ("sigmoid", "softmax", "boostedprob", "ceiling", "hybrid", "weighted_boostedprob")
 
 
 #: The one list of token estimators: the built-in ones, then those of installed plug-ins.

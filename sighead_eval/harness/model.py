@@ -305,9 +305,7 @@ class SigheadLM(HFLM):
         if not records:
             return []
         options = self.scoring
-        if (
-            options.batch_size == "auto" and self.backend != "causal"
-        ):  # the engine's seq2seq pass takes a number
+        if options.batch_size == "auto" and self.backend != "causal":  # seq2seq scoring takes a number
             options = replace(options, batch_size=self.batch_size if isinstance(self.batch_size, int) else 8)
         if options.estimators is not None and "softmax" not in options.estimators:
             options = replace(options, estimators=(*options.estimators, "softmax"))  # for the value

@@ -13,7 +13,7 @@ from functools import cached_property
 import torch
 
 from ..dominant import DominantSets, dominant_from_top, exact_top_k
-from ..estimators import CEILING_TEMPERATURE, DEFAULT_ESTIMATORS, FUSED_SAFE, REGISTRY
+from ..estimators import CEILING_TEMPERATURE, DEFAULT_ESTIMATORS, REGISTRY
 from ..frozen import unwrap
 from .options import ScoringOptions
 
@@ -143,7 +143,7 @@ def token_scores(
     step = chunk_rows(logits.device, logits.shape[-1], options.chunk_rows)
     if (
         options.chunk_rows is None
-        and set(names) <= set(FUSED_SAFE)
+        and all(REGISTRY[n].light for n in names)
         and _fused(logits.device) is not fused_statistics
     ):
         # compiled, the fused statistics write no (n, V) intermediate: chunking would only multiply
@@ -197,9 +197,8 @@ class Chunk:
 
     @cached_property
     def _top(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.fused:  # the logits' order is the log-softmax's
-            k = min(self.options.dominant_top_k or exact_top_k(self.options.epsilon, self.vocab), self.vocab)
-            top, ids = torch.topk(self.logits, k=k, dim=-1, largest=True, sorted=True)
+        if self.fused:  # the logits' order is the log-softmax's; one sort to the bound, no host read
+            top, ids = torch.topk(self.logits, k=top_k_bound(self.options, self.vocab), dim=-1, sorted=True)
             return top.float() - self.log_normalizer.unsqueeze(-1), ids
         return top_log_probs(self.logp, self.options)
 
@@ -256,14 +255,12 @@ class Chunk:
             terms = self._tempered.square().mul_(logp)  # (n, V) p log p
         else:
             terms = logp.exp().mul_(logp)
-        if host_reads_are_free(logp.device):
-            entropy = -terms.sum(-1)
-            bad = ~torch.isfinite(entropy)
-            if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
-                lp = logp[bad]
-                entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
-            return entropy
-        return -terms.nan_to_num_(nan=0.0).sum(-1)  # the same without reading `bad` back: 0 log 0 = 0
+        entropy = -terms.sum(-1)
+        bad = ~torch.isfinite(entropy)  # a host read: free on the CPU, the only device this runs on
+        if bad.any():  # -inf logits (masked tokens) give 0 * -inf: the guarded formula for those rows
+            lp = logp[bad]
+            entropy[bad] = -torch.where(lp > -math.inf, lp.exp() * lp, torch.zeros_like(lp)).sum(-1)
+        return entropy
 
     @cached_property
     def log_normalizer(self) -> torch.Tensor:
@@ -315,6 +312,11 @@ class Chunk:
         }
 
 
+def top_k_bound(options: ScoringOptions, vocab: int) -> int:
+    """Ranks sorted for the dominant rule: its exact bound (`exact_top_k`), or `dominant_top_k`."""
+    return min(options.dominant_top_k or exact_top_k(options.epsilon, vocab), vocab)
+
+
 def top_log_probs(logp: torch.Tensor, options: ScoringOptions) -> tuple[torch.Tensor, torch.Tensor]:
     """`(top log probs (n, k), their ids (n, k))`, k the dominant rule's exact bound
     (`exact_top_k`) or `dominant_top_k`.
@@ -322,12 +324,10 @@ def top_log_probs(logp: torch.Tensor, options: ScoringOptions) -> tuple[torch.Te
     Sorting k = 202 of 49,152 costs twice as much as sorting 24. The rule reads rank `i + 1` only
     for ranks with `p_i > epsilon`, so a row whose 24th probability is at most epsilon is decided by
     its top 24; its ranks below are filled with probability 0 (id -1), which marks nothing. Only
-    the other rows are sorted to k. The sets are those of a full sort."""
-    vocab = logp.shape[-1]
-    k = min(options.dominant_top_k or exact_top_k(options.epsilon, vocab), vocab)
-    # Off the CPU, choosing the rows to sort again would wait for the device; one sort to k does not.
-    cheap = host_reads_are_free(logp.device)
-    short = k if (options.dominant_top_k is not None or not cheap) else min(SHORT_TOP_K, k)
+    the other rows are sorted to k (a host read: this is the CPU's path). The sets are those of a
+    full sort."""
+    k = top_k_bound(options, logp.shape[-1])
+    short = k if options.dominant_top_k is not None else min(SHORT_TOP_K, k)
     top_logp, ids = torch.topk(logp, k=short, dim=-1, largest=True, sorted=True)  # (n, short)
     if short == k:
         return top_logp, ids
