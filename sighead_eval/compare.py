@@ -716,7 +716,7 @@ def saved_records(saved: dict, name: str, model, tokenizer) -> list[dict]:
     """Scoring records (prompt and response token ids) of task `name`'s saved outputs, one per
     document in doc order, tokenised as the `sighead` lm-eval model tokenised them."""
     from .frozen import unwrap
-    from .scoring import fit_response, model_context_length
+    from .scoring import fit_response, hflm_context_ids, model_context_length
 
     first = sorted(
         (s for s in saved["samples"][name] if s["filter"] == "sigmoid_mean"), key=lambda s: s["doc_id"]
@@ -725,11 +725,7 @@ def saved_records(saved: dict, name: str, model, tokenizer) -> list[dict]:
     for s in first:
         args = s["arguments"]
         context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
-        # As HFLM encodes a context: special tokens as the tokenizer adds them, unless the
-        # (chat-templated) text already starts with the BOS token.
-        bos = tokenizer.bos_token
-        special = not (bos and context.startswith(bos))
-        ids = tokenizer(context, add_special_tokens=special)["input_ids"]
+        ids = hflm_context_ids(tokenizer, context)
         response = judged(s)["response"]
         cont = tokenizer(response, add_special_tokens=False)["input_ids"]
         ids, cont = fit_response(ids, cont, model_context_length(unwrap(model)))

@@ -18,34 +18,23 @@ are refused.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 
 def read_samples(path: Path) -> list[dict]:
-    """The samples of an lm-eval samples file (JSONL), checked: each line an object with `arguments`
-    and `resps`. Refusals name the file and the line (from 1)."""
-    samples = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-            if not isinstance(sample, dict) or not isinstance(sample.get("arguments"), dict):
-                raise ValueError(
-                    f"{path}, line {number}: not an lm-eval sample (an object with `arguments` and `resps`, "
-                    "as `lm_eval --log_samples` writes them)"
-                )
-            samples.append(sample)
-    if not samples:
-        raise ValueError(
-            f"{path}: no samples; give a samples_<task>_<date>.jsonl file of `lm_eval --log_samples`"
-        )
+    """The samples of an lm-eval samples file (JSONL), checked: each line an object with
+    `arguments`. Refusals name the file and the line (from 1)."""
+    from ..files import read_jsonl_lines
+
+    samples, where = read_jsonl_lines(str(path))
+    for sample, line in zip(samples, where):
+        if not isinstance(sample, dict) or not isinstance(sample.get("arguments"), dict):
+            raise ValueError(
+                f"{line}: not an lm-eval sample (an object with `arguments` and `resps`, as "
+                "`lm_eval --log_samples` writes them)"
+            )
     return samples
 
 
@@ -79,24 +68,10 @@ def _written_text(sample: dict, where: str) -> str:
     raise ValueError(f"{where}: no generated text in `resps`")
 
 
-def context_ids(tokenizer, context: str) -> list[int]:
-    """A context's token ids as HFLM encodes a causal model's: the tokenizer's special tokens,
-    unless the (chat-templated) text already starts with the BOS token; an empty context is the
-    BOS token (else EOS)."""
-    bos = tokenizer.bos_token
-    ids = tokenizer(context, add_special_tokens=not (bos and context.startswith(bos)))["input_ids"]
-    if ids:
-        return ids
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is None:
-        raise ValueError("an empty context, and the tokenizer has no BOS or EOS token to start from")
-    return [start]
-
-
 def rescore(samples: list[dict], model, tokenizer, options, path: str = "samples") -> list[dict]:
     """`samples` with `sighead` added to each: the summary of its kept text (a generation), or a list
     of summaries, one per continuation (log-likelihood requests). One batched scoring pass."""
-    from ..scoring import score
+    from ..scoring import hflm_context_ids, score
 
     records, owners, kinds = [], [], {}
     for number, sample in enumerate(samples, 1):
@@ -105,7 +80,7 @@ def rescore(samples: list[dict], model, tokenizer, options, path: str = "samples
             continue  # the same document under another filter: scored once
         kinds[doc], texts = pairs(sample, f"{path}, sample {number}")
         for context, text in texts:
-            records.append({"prompt_token_ids": context_ids(tokenizer, context), "response": text})
+            records.append({"prompt_token_ids": hflm_context_ids(tokenizer, context), "response": text})
             owners.append(doc)
     results = score(model, tokenizer, records, options)
     scored: dict[Any, list] = {}
@@ -181,20 +156,16 @@ def format_table(table: dict[str, dict[str, float]], key: str, n: int) -> str:
 
 def run(ns: Any) -> int:
     """The command: read, check, load, score, write beside then rename, print."""
-    from ..files import write_atomic
+    from ..files import check_output_file, write_jsonl_atomic
     from ..models import check_adapter_dir, load_model
     from ..scoring import ScoringOptions
 
     source = Path(ns.samples)
     if not source.is_file():
         raise ValueError(f"--samples {source}: no such file; give a samples_<task>_<date>.jsonl of lm-eval")
-    output = Path(ns.output)
-    if output.resolve() == source.resolve():
-        raise ValueError(f"--output {output} is the --samples file; write the scored samples beside it")
-    if output.exists() and output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give a file name (JSONL)")
-    if not output.parent.is_dir():
-        raise ValueError(f"--output {output}: the folder {output.parent} does not exist")
+    if ns.output != "-" and Path(ns.output).resolve() == source.resolve():
+        raise ValueError(f"--output {ns.output} is the --samples file; write the scored samples beside it")
+    check_output_file(ns.output)
     samples = read_samples(source)
     for number, sample in enumerate(samples, 1):
         pairs(sample, f"{source}, line {number}")  # every sample readable, before the model loads
@@ -207,8 +178,9 @@ def run(ns: Any) -> int:
         check_adapter_dir(ns.adapter)
     model, tokenizer = load_model(ns.model, adapter=ns.adapter, dtype=ns.dtype, device=ns.device)
     scored = rescore(samples, model, tokenizer, options, str(source))
-    write_atomic(output, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scored))
-    print(f"{len(scored)} samples scored with every estimator -> {output}")
+    write_jsonl_atomic(ns.output, scored)
+    if ns.output != "-":
+        print(f"{len(scored)} samples scored with every estimator -> {ns.output}")
     if ns.quality:
         table = quality_table(scored, ns.quality, ns.filter)
         print(format_table(table, ns.quality, len(judged_samples(scored, ns.quality, ns.filter))))

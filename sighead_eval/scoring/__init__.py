@@ -28,7 +28,15 @@ from .engine import (
     generate,
     score,
 )
-from .inputs import Encoded, encode_records, eos_ids, fit_response, model_context_length, padding_id
+from .inputs import (
+    Encoded,
+    encode_records,
+    eos_ids,
+    fit_response,
+    hflm_context_ids,
+    model_context_length,
+    padding_id,
+)
 from .options import TRUNCATION, GenerationOptions, ScoringOptions
 from .results import ScoredText, build_result, scores_to_host, word_spans
 from .tokens import (
@@ -70,6 +78,7 @@ __all__ = [
     "first_end",
     "fit_response",
     "generate",
+    "hflm_context_ids",
     "host_reads_are_free",
     "model_context_length",
     "padding_id",

@@ -191,6 +191,20 @@ def encode_records(model, tokenizer, records, options: ScoringOptions, need_resp
     return encoded
 
 
+def hflm_context_ids(tokenizer, context: str) -> list[int]:
+    """A context's token ids as lm-eval's HFLM encodes a causal model's: the tokenizer's special
+    tokens, unless the (chat-templated) text already starts with the BOS token; an empty context is
+    the BOS token (else EOS)."""
+    bos = tokenizer.bos_token
+    ids = tokenizer(context, add_special_tokens=not (bos and context.startswith(bos)))["input_ids"]
+    if ids:
+        return ids
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("an empty context, and the tokenizer has no BOS or EOS token to start from")
+    return [start]
+
+
 def fit_response(ctx: list[int], cont: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
     """Context and continuation cut to fit the model's context, as lm-eval's HFLM does: a
     continuation longer than the context window keeps its last `max_length - 1` tokens (with a
