@@ -8,7 +8,14 @@ import json
 import sys
 import typing
 
-from .files import check_json_safe, check_output_file, non_finite_field, read_jsonl_lines, write_jsonl_atomic
+from .files import (
+    check_json_safe,
+    check_not_the_input,
+    check_output_file,
+    non_finite_field,
+    read_jsonl_lines,
+    write_jsonl_atomic,
+)
 from .models import ModelOptions
 from .runs import OFFLINE_TASKS, SPLITS
 from .scoring import GenerationOptions, ScoringOptions
@@ -80,7 +87,8 @@ def cmd_score(ns: argparse.Namespace) -> int:
             "--abstain-below stops a response while it is generated; it needs --generate (force-decoded "
             "responses are scored whole: compare their sequence scores with the threshold instead)"
         )
-    _check_score_paths(ns.input, ns.output)
+    check_output_file(ns.output)
+    check_not_the_input(ns.input, ns.output)
     records, where = read_jsonl_lines(ns.input)  # bad input fails before any model work
     check_json_safe(records, lines=where)
     check_record_shapes(records, where, need_response=not ns.generate)
@@ -112,20 +120,6 @@ def cmd_score(ns: argparse.Namespace) -> int:
             )
     write_jsonl_atomic(ns.output, rows)
     return 0
-
-
-def _check_score_paths(source: str, output: str) -> None:
-    """`--output` can be written, and is not `--input` (which it would replace)."""
-    from pathlib import Path
-
-    check_output_file(output)
-    if output != "-" and source != "-":
-        same = Path(output).resolve() == Path(source).resolve()
-        if same or (Path(output).exists() and Path(source).exists() and Path(output).samefile(source)):
-            raise ValueError(
-                f"--output {output!r} is the --input file: it would be replaced by the scores; give another "
-                "file"
-            )
 
 
 def check_record_shapes(records: list, where: list[str], need_response: bool) -> None:
@@ -219,6 +213,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_head_writer_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that write a head's adapter folder (init-head, import-head)."""
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="Let transformers run the model's code"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
+        "and README.md there (without it, only a new or empty folder is written)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,13 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     nh.add_argument("--model", default=None, help="Base model (default: the embedded one)")
     nh.add_argument("--offset", default="none", help="'none' (the paper) or 'log_softmax'")
     nh.add_argument("--output", required=True, help="Adapter directory to write")
-    nh.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
-    nh.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
-        "and README.md there (without it, only a new or empty folder is written)",
-    )
+    _add_head_writer_options(nh)
     nh.set_defaults(func=cmd_init_head)
 
     rs = sub.add_parser(
@@ -421,13 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "tuanh23/SigmoidHead-TowerInstruct-7B-v0.2")  # fmt: skip
     ih.add_argument("--model", required=True, help="The base model the head was trained on (hub id or path)")
     ih.add_argument("--output", required=True, help="Adapter directory to write")
-    ih.add_argument("--trust-remote-code", action="store_true", help="Let transformers run the model's code")
-    ih.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Write into a folder that is not empty: replace adapter_config.json, adapter_model.safetensors "
-        "and README.md there (without it, only a new or empty folder is written)",
-    )
+    _add_head_writer_options(ih)
     ih.set_defaults(func=cmd_import_head)
 
     mech = sub.add_parser(

@@ -181,6 +181,17 @@ def check_output_file(path: str, option: str = "--output") -> None:
     check_writable(target.parent, f"{option} {path!r}:")
 
 
+def check_not_the_input(source: str, output: str, source_option: str = "--input") -> None:
+    """Refuses an `--output` that is the input file (also by another name): it would replace it."""
+    if output == "-" or source == "-":
+        return
+    out, src = Path(output), Path(source)
+    if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
+        raise ValueError(
+            f"--output {output!r} is the {source_option} file: it would be replaced; give another file"
+        )
+
+
 def check_new_output_dir(output: str | os.PathLike, overwrite: bool, writes: tuple[str, ...]) -> Path:
     """Checks, before any model work, a folder a command is about to write `writes` into: it must be
     new or empty, unless `overwrite` (then those files are replaced there, and nothing else is

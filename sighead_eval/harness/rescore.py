@@ -156,16 +156,15 @@ def format_table(table: dict[str, dict[str, float]], key: str, n: int) -> str:
 
 def run(ns: Any) -> int:
     """The command: read, check, load, score, write beside then rename, print."""
-    from ..files import check_output_file, write_jsonl_atomic
+    from ..files import check_not_the_input, check_output_file, write_jsonl_atomic
     from ..models import check_adapter_dir, load_model
     from ..scoring import ScoringOptions
 
     source = Path(ns.samples)
     if not source.is_file():
         raise ValueError(f"--samples {source}: no such file; give a samples_<task>_<date>.jsonl of lm-eval")
-    if ns.output != "-" and Path(ns.output).resolve() == source.resolve():
-        raise ValueError(f"--output {ns.output} is the --samples file; write the scored samples beside it")
     check_output_file(ns.output)
+    check_not_the_input(ns.samples, ns.output, "--samples")
     samples = read_samples(source)
     for number, sample in enumerate(samples, 1):
         pairs(sample, f"{source}, line {number}")  # every sample readable, before the model loads
