@@ -260,3 +260,33 @@ def test_generate_until_redoes_an_output_cut_inside_a_token(models):
     )
     assert out.sighead["tokens"]["id"] == forced.token_ids
     assert out.sighead["sequence"]["softmax_mean"] == pytest.approx(forced.sequence_scores()["softmax_mean"])
+
+
+def test_contexts_are_encoded_as_hflm_encodes_them(models):
+    """`hflm_context_ids` (rescore, compare's saved outputs) is HFLM's own `tok_encode`, BOS rule
+    included, and an empty context is one start token."""
+    from sighead_eval.scoring import hflm_context_ids
+
+    stock, _ = models
+    tokenizer = stock.tokenizer
+    chat = tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    for context in ("The capital of Germany is", chat, "  two spaces"):
+        assert hflm_context_ids(tokenizer, context) == stock.tok_encode(context)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    assert hflm_context_ids(tokenizer, "") == [start]
+
+
+def test_a_bos_is_added_unless_the_context_starts_with_it():
+    """The BOS rule of HFLM's `tok_encode`, on a tokenizer that adds one."""
+    from sighead_eval.scoring import hflm_context_ids
+
+    class WithBos:
+        bos_token, bos_token_id, eos_token_id = "<s>", 1, 2
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = [ord(c) for c in text.removeprefix("<s>")]
+            return {"input_ids": ([1] if add_special_tokens or text.startswith("<s>") else []) + ids}
+
+    tokenizer = WithBos()
+    assert hflm_context_ids(tokenizer, "ab") == [1, 97, 98]
+    assert hflm_context_ids(tokenizer, "<s>ab") == [1, 97, 98]  # not twice
