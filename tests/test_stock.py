@@ -283,9 +283,9 @@ def test_a_bos_is_added_unless_the_context_starts_with_it():
     class WithBos:
         bos_token, bos_token_id, eos_token_id = "<s>", 1, 2
 
-        def __call__(self, text, add_special_tokens=True):
-            ids = [ord(c) for c in text.removeprefix("<s>")]
-            return {"input_ids": ([1] if add_special_tokens or text.startswith("<s>") else []) + ids}
+        def __call__(self, text, add_special_tokens=True):  # "<s>" in the text is the BOS token
+            body = [1] + [ord(c) for c in text[3:]] if text.startswith("<s>") else [ord(c) for c in text]
+            return {"input_ids": ([1] if add_special_tokens else []) + body}
 
     tokenizer = WithBos()
     assert hflm_context_ids(tokenizer, "ab") == [1, 97, 98]
