@@ -106,28 +106,60 @@ def is_geography_entity(title: str, entities: frozenset[str] | None = None) -> b
     return _entity_key(title) in (geography_entities() if entities is None else entities)
 
 
-def wiki_training_records() -> list[dict]:
-    """Chat records for training the default head: a user request about the title, the summary as
-    the assistant's answer. Left out: articles of the evaluation topics, of the wiki-facts task,
-    and every article whose subject is a geography-task entity (a country or a capital, whatever
-    its topic: many are tagged 'Uncategorized')."""
-    records = []
+def wiki_training_articles() -> list[dict]:
+    """The articles the default head trains on. Left out: articles of the evaluation topics, of the
+    wiki-facts task, and every article whose subject is a geography-task entity (a country or a
+    capital, whatever its topic: many are tagged 'Uncategorized')."""
     entities = geography_entities()
-    for article in wiki_articles():
-        title = article["title"]
-        if article["topic"] in WIKI_EVAL_TOPICS or is_wiki_facts_article(title):
-            continue
-        if is_geography_entity(title, entities):
-            continue
-        prompt = PROMPTS[title_bucket(article["title"], len(PROMPTS) * 7) % len(PROMPTS)]
-        records.append(
-            {
-                "messages": [
-                    {"role": "user", "content": prompt.format(title=article["title"])},
-                    {"role": "assistant", "content": article["text"]},
-                ]
-            }
-        )
+    return [
+        a
+        for a in wiki_articles()
+        if a["topic"] not in WIKI_EVAL_TOPICS
+        and not is_wiki_facts_article(a["title"])
+        and not is_geography_entity(a["title"], entities)
+    ]
+
+
+def _chat_record(title: str, text: str) -> dict:
+    """A user request about the title, `text` as the assistant's answer."""
+    prompt = PROMPTS[title_bucket(title, len(PROMPTS) * 7) % len(PROMPTS)]
+    return {
+        "messages": [
+            {"role": "user", "content": prompt.format(title=title)},
+            {"role": "assistant", "content": text},
+        ]
+    }
+
+
+def wiki_training_records() -> list[dict]:
+    """Chat records for training the default head (`sighead:wiki`): a user request about the title,
+    the summary as the assistant's answer, for every article of `wiki_training_articles`."""
+    return [_chat_record(a["title"], a["text"]) for a in wiki_training_articles()]
+
+
+def wiki_swapped_records(seed: int = 0) -> list[dict]:
+    """Error-span training data (`sighead:wiki-swapped`): the records of `wiki_training_records`, in
+    the same order, where each article with a fact to swap has one (`swaps`: a year, number or name
+    of its first such sentence) replaced by one of the same kind from another training article;
+    `error_spans` holds the new fact's `[start, end)` in the answer (empty where nothing was
+    swapped). Nothing comes from an evaluation task's articles, the replacement facts included."""
+    import random
+
+    from . import swaps
+
+    articles = wiki_training_articles()
+    found = [swaps.candidate(a["title"], a["text"]) for a in articles]
+    pool = swaps.pools([c for c in found if c is not None])
+    records = []
+    for article, c in zip(articles, found):
+        text, spans = article["text"], []
+        swapped = None if c is None else swaps.swap(c, pool, random.Random(f"{seed}:{article['title']}"))
+        if swapped is not None:
+            altered, old, new = swapped
+            start = c["start"]
+            text = text[: start + old[0]] + altered[new[0] : new[1]] + text[start + old[1] :]
+            spans = [[start + new[0], start + new[1]]]
+        records.append({**_chat_record(article["title"], text), "error_spans": spans})
     return records
 
 

@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from ..files import atomic_path, write_atomic
 from ..frozen import base_head, unwrap
+from .data import error_flags
 
 SHARD = 256  # examples per shard on disk
 CACHE_SEED_PART = 77003  # the cache's negatives come from their own seeded stream
@@ -78,6 +79,8 @@ def examples_digest(examples) -> str:
         h.update(np.asarray([e.start, -1], dtype=np.int64).tobytes())
         if e.positions is not None:  # several turns: which tokens are trained
             h.update(np.asarray([*e.positions, -2], dtype=np.int64).tobytes())
+        if e.errors is not None:  # error-span training: which tokens are errors
+            h.update(np.asarray([*e.errors, -3], dtype=np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -182,7 +185,8 @@ class FrozenCache:
         trainer, config = self._trainer, self._trainer.config
         order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), i))
         fields: dict[str, list] = {
-            name: [None] * len(examples) for name in ("hidden", "targets", "lse", "neg", "ok", "dom", "domok")
+            name: [None] * len(examples)
+            for name in ("hidden", "targets", "lse", "neg", "ok", "dom", "domok", "errors")
         }
         for b in range(0, len(order), config.batch_size):
             chosen = order[b : b + config.batch_size]
@@ -198,6 +202,11 @@ class FrozenCache:
                 "hidden": frozen.hidden.to(torch.float16).cpu(),
                 "targets": frozen.targets.to(torch.int32).cpu(),
             }
+            if config.error_spans:
+                flags = error_flags(batch)
+                got["errors"] = (
+                    flags if flags is not None else torch.zeros(len(got["targets"]), dtype=torch.bool)
+                )
             if not self.dense:
                 got["lse"] = torch.logsumexp(frozen.logits.float(), -1).cpu()
                 stream = (CACHE_SEED_PART, first + b + 1)
@@ -235,6 +244,8 @@ class FrozenCache:
             part["valid"] = torch.cat(fields["ok"], dim=1).contiguous()
         if config.ranking:
             part["dominant"], part["dominant_valid"] = _pad_cat(fields["dom"]), _pad_cat(fields["domok"])
+        if config.error_spans:
+            part["errors"] = torch.cat(fields["errors"])
         return part
 
     def _join(self, parts: list[dict[str, torch.Tensor]], device: torch.device) -> None:
@@ -250,6 +261,7 @@ class FrozenCache:
         ranked = "dominant" in parts[0]
         self.dominant = _pad_cat([p["dominant"] for p in parts]).to(device) if ranked else None
         self.dominant_valid = _pad_cat([p["dominant_valid"] for p in parts]).to(device) if ranked else None
+        self.errors = cat("errors")  # (N,) bool: inside an error span, or None
         counts = torch.cat([p["counts"] for p in parts])
         self.starts = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).tolist()
 
@@ -286,5 +298,8 @@ class FrozenCache:
         if self.dominant is not None:
             pairs = (self.dominant.index_select(0, r).long(), self.dominant_valid.index_select(0, r))
         valid = self.valid[epoch].index_select(0, r)
-        loss = self._trainer.pair_loss(hidden, targets, negatives, valid, pairs, rows_module, offset=offset)
+        errors = self.errors.index_select(0, r) if self.errors is not None else None
+        loss = self._trainer.pair_loss(
+            hidden, targets, negatives, valid, pairs, rows_module, errors=errors, offset=offset
+        )
         return loss, r.numel()

@@ -3,7 +3,16 @@
 Shapes (detected from the columns):
 - `messages`: chat turns; the last assistant turn is the response, the rest the prompt;
 - `prompt` / `response` columns;
-- `text`: plain text, every token after the first is trained (no prompt).
+- `text`: plain text, every token after the first is trained (no prompt);
+- `src` / `mt` / `annotations` / `lp`: the MQM error-span schema (`RicardoRei/wmt-mqm-error-spans`):
+  the translation `mt` is the response to the authors' prompt ("Translate the following text from
+  <source language> into <target language>. ..."), as the authors' code formats it.
+
+Error spans (`error_spans=True`, the authors' supervised variant): character spans of the response,
+`[start, end)`, from the MQM schema's `annotations` (their `start` and `end`) or, in any other
+shape, from an `error_spans` column (`[[start, end], ...]` or `[{"start": .., "end": ..}, ...]`). A
+token is an error when it covers a character inside a span (`spans.token_labels`, the rule the
+word-level tasks score with); a row with no span is all correct.
 
 Encoding is the scoring engine's own (`scoring.encode_records`), so the head is trained on exactly the
 tokens it will later score: prompt, system and chat-template tokens are masked out.
@@ -19,9 +28,21 @@ from typing import Any
 
 from ..files import check_utf8, looks_like_a_path
 
-SHAPES = {"messages": ("messages",), "prompt/response": ("prompt", "response"), "text": ("text",)}
+SHAPES = {
+    "messages": ("messages",),
+    "prompt/response": ("prompt", "response"),
+    "text": ("text",),
+    "mqm": ("src", "mt", "annotations", "lp"),
+}
 FILE_TYPES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-BUILTIN_SOURCES = ("sighead:wiki",)
+BUILTIN_SOURCES = ("sighead:wiki", "sighead:wiki-swapped")
+#: The column of error spans in the local layout (any shape but `mqm`, whose spans are `annotations`).
+ERROR_SPANS = "error_spans"
+#: The authors' language names for MQM language pairs (`lp`, e.g. 'en-de').
+LANGUAGES = {
+    "en": "English", "de": "German", "zh": "Chinese", "ru": "Russian", "is": "Icelandic", "hi": "Hindi",
+    "ja": "Japanese", "es": "Spanish", "uk": "Ukrainian", "cs": "Czech",
+}  # fmt: skip
 
 
 #: Which tokens of a chat row are trained: the last response's own tokens (the tokens `score`
@@ -35,6 +56,7 @@ class Example:
     ids: list[int]  # prompt + response tokens
     start: int  # index of the first trained (response) token
     positions: tuple[int, ...] | None = None  # the trained indices, where they are not all of ids[start:]
+    errors: tuple[int, ...] | None = None  # with error spans: 1 for each trained token inside one
 
     @property
     def n_targets(self) -> int:
@@ -46,6 +68,17 @@ class Example:
         if self.positions is None:
             return self.ids[self.start :]
         return [self.ids[t] for t in self.positions]
+
+
+def error_flags(examples: Sequence[Example], device=None):
+    """(N,) bool over the examples' trained tokens in order, True inside an error span; None when no
+    example carries error labels."""
+    if all(e.errors is None for e in examples):
+        return None
+    import torch
+
+    flags = [x for e in examples for x in (e.errors if e.errors is not None else (0,) * e.n_targets)]
+    return torch.tensor(flags, dtype=torch.bool, device=device)
 
 
 def detect_shape(columns: Sequence[str]) -> str:
@@ -65,6 +98,10 @@ def load_records(source: str | Sequence[Mapping[str, Any]], split: str | None = 
         from ..sources import wiki_training_records
 
         return wiki_training_records()
+    if source == "sighead:wiki-swapped":
+        from ..sources import wiki_swapped_records
+
+        return wiki_swapped_records()
     if source.startswith("sighead:"):
         raise ValueError(f"unknown built-in data source {source!r}; known: {BUILTIN_SOURCES}")
     import datasets
@@ -101,7 +138,81 @@ def to_scoring_record(row: Mapping[str, Any], shape: str, index: int = 0) -> dic
         return {"messages": row["messages"]}
     if shape == "prompt/response":
         return {"prompt": str(row["prompt"]), "response": str(row["response"])}
+    if shape == "mqm":
+        source, target = _languages(row["lp"], index)
+        prompt = (
+            f"Translate the following text from {source} into {target}.\n{source}: {row['src']}.\n{target}: "
+        )
+        return {
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": " " + row["mt"]},
+            ]
+        }
     return {"prompt": "", "response": str(row["text"])}
+
+
+def _languages(lp, index: int) -> tuple[str, str]:
+    parts = str(lp).split("-")
+    if len(parts) != 2 or any(p not in LANGUAGES for p in parts):
+        raise ValueError(
+            f"training row {index}: language pair `lp` {lp!r} is not 'xx-yy' with codes the authors' prompt "
+            f"names; accepted codes: {', '.join(LANGUAGES)}"
+        )
+    return LANGUAGES[parts[0]], LANGUAGES[parts[1]]
+
+
+def check_error_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Every row's error spans read and checked against its response's text, before any model loads
+    (`error_spans` raises on the first bad row, naming it)."""
+    if not rows:
+        return
+    shape = detect_shape(list(rows[0].keys()))
+    for i, row in enumerate(rows):
+        record = to_scoring_record(row, shape, i)
+        response = record.get("response")
+        if response is None:
+            last = record["messages"][-1] if record["messages"] else {}
+            response = last.get("content") if isinstance(last.get("content"), str) else ""
+        error_spans(row, shape, response, i)
+
+
+def error_spans(row: Mapping[str, Any], shape: str, response: str, index: int = 0) -> list[tuple[int, int]]:
+    """The row's error spans as `[start, end)` characters of `response` (an MQM span is shifted by
+    the space the authors' format puts before the translation; an omission, start < 0, has no
+    characters and is dropped). A malformed span is named with its row."""
+    if shape == "mqm":
+        raw, column, shift = row.get("annotations") or [], "annotations", 1
+    else:
+        if ERROR_SPANS not in row:
+            raise ValueError(
+                f"training row {index} has no `{ERROR_SPANS}` column, which error-span training reads: give "
+                f"`{ERROR_SPANS}: [[start, end], ...]` (characters of the response; [] for none), or rows in "
+                "the MQM schema (`src`, `mt`, `annotations`, `lp`)"
+            )
+        raw, column, shift = row[ERROR_SPANS] or [], ERROR_SPANS, 0
+    spans = []
+    for span in raw:
+        start, end = (
+            (span.get("start"), span.get("end"))
+            if isinstance(span, Mapping)
+            else (tuple(span) + (None,) * 2)[:2]
+        )
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+            raise ValueError(
+                f"training row {index}: `{column}` holds {span!r}; each span should be [start, end] or "
+                '{"start": start, "end": end}, integer character offsets'
+            )
+        if start < 0:
+            continue
+        start, end = start + shift, end + shift
+        if not start <= end <= len(response):
+            raise ValueError(
+                f"training row {index}: error span {span!r} of `{column}` is not inside the response "
+                f"({len(response)} characters)"
+            )
+        spans.append((start, end))
+    return spans
 
 
 def encode_examples(
@@ -111,10 +222,14 @@ def encode_examples(
     max_length: int,
     chat_template: bool | None,
     train_turns: str = "last",
+    with_errors: bool = False,
 ) -> list[Example]:
     """Token ids and the trained tokens of every row; rows with no trained token are dropped.
-    `train_turns` (`TRAIN_TURNS`): the last response only, or every assistant turn."""
+    `train_turns` (`TRAIN_TURNS`): the last response only, or every assistant turn. `with_errors`:
+    each trained token's error label from the row's error spans (`error_spans`)."""
+    from ..pieces import token_pieces
     from ..scoring import ScoringOptions, encode_records
+    from ..spans import char_labels, char_spans, token_labels
 
     if not rows:
         raise ValueError("the training data is empty")
@@ -128,6 +243,11 @@ def encode_examples(
             "give it one, or pass `chat_template=False` (--no-chat-template) to train on plain text"
         )
     records = [to_scoring_record(r, shape, i) for i, r in enumerate(rows)]
+    if with_errors and train_turns != "last":
+        raise ValueError(
+            "error-span training labels the last response's own tokens (as the authors' MQM mode does): "
+            "use train_turns='last'"
+        )
     if chat and train_turns == "all":
         examples = [e for e in (encode_turns(tokenizer, r, max_length) for r in records) if e is not None]
         if not examples:
@@ -141,8 +261,18 @@ def encode_examples(
         if item.empty_response:
             continue
         ids = (item.prompt_ids + item.response_ids)[:max_length]
-        if len(ids) > len(item.prompt_ids):
-            examples.append(Example(ids=ids, start=len(item.prompt_ids)))
+        if len(ids) <= len(item.prompt_ids):
+            continue
+        errors = None
+        if with_errors:
+            response = item.response
+            spans = error_spans(rows[item.index], shape, response, item.index)
+            labels = token_labels(
+                char_spans(token_pieces(tokenizer, item.response_ids), response),
+                char_labels(spans, len(response)),
+            )
+            errors = tuple(int(x) for x in labels[: len(ids) - len(item.prompt_ids)])
+        examples.append(Example(ids=ids, start=len(item.prompt_ids), errors=errors))
     if not examples:
         raise ValueError(
             f"no response token is left to train on after masking ({len(rows)} rows, "

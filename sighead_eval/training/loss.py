@@ -10,17 +10,34 @@ import torch
 import torch.nn.functional as F
 
 
-def sigmoid_head_loss(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def sigmoid_head_loss(
+    logits: torch.Tensor,
+    valid: torch.Tensor,
+    errors: torch.Tensor | None = None,
+    error_weight: float = 1.0,
+) -> torch.Tensor:
     """Mean BCE over (position, token) pairs: the reference is positive, valid negatives are 0.
 
     logits: (N, 1+K), the reference's logit first, then the K negatives'; valid: (N, K) bool,
     False where a position had fewer than K negatives to draw. No positive re-weighting.
+
+    errors: (N,) bool, the positions inside an error span (the authors' MQM mode): there the
+    reference itself is the one negative, its pair weighted by `error_weight`, and the position's
+    sampled negatives are left out. The mean is over the pairs kept, weights not counted, as
+    `BCEWithLogitsLoss(weight=...)` takes it.
     """
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1.0
-    weights = torch.cat([torch.ones_like(logits[:, :1]), valid.to(logits.dtype)], dim=1)  # (N, 1+K)
+    if errors is not None:
+        valid = valid & ~errors.unsqueeze(1)
+        labels[:, 0] = (~errors).to(logits.dtype)
+    kept = torch.cat([torch.ones_like(logits[:, :1]), valid.to(logits.dtype)], dim=1)  # (N, 1+K)
+    weights = kept
+    if errors is not None:
+        weights = kept.clone()
+        weights[:, 0] = torch.where(errors, torch.full_like(weights[:, 0], error_weight), weights[:, 0])
     per_pair = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    return (per_pair * weights).sum() / weights.sum()
+    return (per_pair * weights).sum() / kept.sum()
 
 
 def ranking_loss(

@@ -23,287 +23,20 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..adapter.config import OFFSETS
-from ..dominant import check_rule
-from ..files import atomic_path, staged_dir
+from ..files import staged_dir
 from ..frozen import frozen_pass
-from ..models import model_field
 from . import checkpoint as ckpt
-from .data import TRAIN_TURNS, Example, encode_examples, load_records, split_dev
+from .config import AUTO_EVAL_MAX, AUTO_EVALS_PER_EPOCH, RECIPES, TrainConfig
+from .data import Example, check_error_rows, encode_examples, error_flags, load_records, split_dev
+from .dev import DevSet
 from .loss import full_vocab_loss, ranking_loss, sigmoid_head_loss
-from .negatives import MODES, _generator, dominant_pairs, dominant_sets, draw_negatives, unigram_distribution
+from .negatives import _generator, dominant_pairs, dominant_sets, draw_negatives, unigram_distribution
 
-DEV_SEED_PART = 99991  # the dev set's negatives come from their own seeded stream
-#: Evaluations per epoch when `eval_every` is not given (at most every `AUTO_EVAL_MAX` steps).
-AUTO_EVALS_PER_EPOCH = 4
-AUTO_EVAL_MAX = 600
-
-#: Named presets of `TrainConfig` (`--recipe`): the fields each sets; every one can be overridden.
-#: `paper` is the paper-era code's recipe, the dataclass defaults. `authors-2026` is the authors'
-#: current config (their repository, since 2026-01-19): the dominant rule's `first` cut, evaluation
-#: every 600 optimizer steps on a dev set of up to 5,000 rows with patience 3 (the best head kept),
-#: every assistant turn trained with its end-of-turn token, and the frozen pass under bf16 autocast.
-#: docs/training.md says what each difference changes.
-RECIPES: dict[str, dict] = {
-    "paper": {},
-    "authors-2026": {
-        "dominant_mode": "first",
-        "eval_every": 600,
-        "dev_max": 5000,
-        "patience": 3,
-        "train_turns": "all",
-        "frozen_autocast": "bfloat16",
-    },
-}
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a Sigmoid Head training run; the defaults are the paper's."""
-
-    recipe: str = field(
-        default="paper",
-        metadata={
-            "help": "Preset of the other settings: 'paper' (the paper-era recipe, these defaults) or "
-            "'authors-2026' (the authors' current config: dominant_mode first, eval_every 600, dev_max 5000, "
-            "train_turns all, frozen_autocast bfloat16). Options given beside it override it."
-        },
-    )
-    data: str = field(
-        default="sighead:wiki",
-        metadata={
-            "help": "Training data: a Hugging Face dataset id, a local json/jsonl/parquet/csv file or "
-            "dataset directory, or 'sighead:wiki' (the offline Wikipedia summaries of the default head). "
-            "Rows with `messages`, `prompt`+`response`, or `text`."
-        },
-    )
-    output_dir: str = field(
-        default="sighead-adapter", metadata={"help": "Where the adapter and its card go."}
-    )
-    model: str | None = model_field("model")
-    data_split: str | None = field(
-        default=None, metadata={"help": "Split of a hub dataset (default: train)."}
-    )
-    dev_data: str | None = field(
-        default=None,
-        metadata={"help": "A separate dev set, in the forms `data` takes. Default: part of `data`, by seed."},
-    )
-    chat_template: bool | None = field(
-        default=None, metadata={"help": "Format chat/prompt data with the chat template (default: yes)."}
-    )
-    max_length: int = field(default=512, metadata={"help": "Tokens per example; longer responses are cut."})
-    max_examples: int | None = field(default=None, metadata={"help": "Use at most this many examples."})
-    cache_hidden: bool = field(
-        default=False,
-        metadata={
-            "help": "Run the frozen model once: keep every response position's head input (fp16) and every "
-            "planned epoch's negatives, drawn then from the full softmax, in memory (about 1.4 KB a position "
-            "for a 576-wide model, 3 epochs); epochs then run over the cache without the model."
-        },
-    )
-    cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Also write the cached frozen pass here (implies cache_hidden), shard by shard: an "
-            "interrupted pass resumes, and runs with the same model, data and negatives reuse it."
-        },
-    )
-    dev_fraction: float = field(default=0.05, metadata={"help": "Share of examples held out for dev."})
-    dev_max: int | None = field(default=300, metadata={"help": "At most this many dev examples."})
-    negatives: str = field(
-        default="dominant",
-        metadata={
-            "help": "Negatives: 'dominant' (paper: exclude dominant tokens), 'mixed' (ablation: the paper's "
-            "proposals without the dominant exclusion), 'random' (ablation: uniform, no exclusion), 'full' "
-            "(ablation: full-vocabulary BCE)."
-        },
-    )
-    offset: str = field(
-        default="none",
-        metadata={
-            "help": "Offset of the head's logit: 'none' (paper) or 'log_softmax' (minus the LM's log-sum-exp "
-            "at the position: the untrained head ranks tokens as the softmax does; training refines it)."
-        },
-    )
-    negative_top_p: float = field(
-        default=0.0,
-        metadata={
-            "help": "Also keep the softmax's top-p set (at most 64 tokens) out of the training negatives, "
-            "e.g. 0.9: softer negatives for plausible tokens. 0 = off (paper). Dev BCE keeps the paper's."
-        },
-    )
-    num_negatives: int = field(default=10, metadata={"help": "Negatives per position (K)."})
-    ranking_loss_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "The authors' ranking loss (2026-03): at each position, for every dominant token other "
-            "than the reference, max(0, s_dom - s_ref + margin) on the head's logits, averaged over the "
-            "batch's pairs, times this weight, added to the BCE. 0 = off (the paper; the authors' default)."
-        },
-    )
-    ranking_loss_margin: float = field(
-        default=0.0, metadata={"help": "The ranking loss's margin (the authors' default: 0)."}
-    )
-    unigram_share: float = field(default=0.5, metadata={"help": "Share of negatives drawn from the unigram."})
-    softmax_temperature: float = field(default=2.0, metadata={"help": "Temperature of the softmax proposal."})
-    p_jump: float = field(default=0.3, metadata={"help": "Dominant-token rule: relative drop."})
-    epsilon: float = field(default=0.005, metadata={"help": "Dominant-token rule: absolute drop."})
-    dominant_mode: str = field(
-        default="last", metadata={"help": "Dominant-token rule: 'last' or 'first' cut."}
-    )
-    lr: float = field(default=1e-4, metadata={"help": "Peak learning rate (cosine schedule, no warm-up)."})
-    epochs: int = field(default=3, metadata={"help": "Most epochs."})
-    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
-    grad_accum: int = field(
-        default=9, metadata={"help": "Batches per optimizer step (8 x 9 = 72 sequences)."}
-    )
-    max_steps: int | None = field(
-        default=None, metadata={"help": "Stop after this many optimizer steps (default: no limit)."}
-    )
-    eval_every: int | None = field(
-        default=None,
-        metadata={
-            "help": "Evaluate on dev (and checkpoint) every N optimizer steps, and at each epoch end. "
-            f"Default: {AUTO_EVALS_PER_EPOCH} times an epoch, at most every {AUTO_EVAL_MAX} steps, so that "
-            "early stopping can act within an epoch."
-        },
-    )
-    patience: int = field(
-        default=3, metadata={"help": "Early stopping: evaluations without dev improvement."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the dev split, data order and negatives."})
-    train_turns: str = field(
-        default="last",
-        metadata={
-            "help": "Chat rows: 'last' trains the last response's tokens (what `score` scores; the paper's "
-            "code); 'all' trains every assistant turn with the template's closing tokens, the end-of-turn "
-            "token among them (the authors' current code)."
-        },
-    )
-    frozen_autocast: str | None = field(
-        default=None,
-        metadata={
-            "help": "Run the frozen pass under torch autocast in this dtype ('bfloat16', as the authors' "
-            "current code; 'float16'); the head and its loss stay float32. Default: off."
-        },
-    )
-    dtype: str = model_field("dtype")
-    device: str | None = model_field("device")
-    init_from_lm_head: bool = field(
-        default=True, metadata={"help": "Start the head as a copy of the LM head."}
-    )
-    storage_dtype: str = field(default="float32", metadata={"help": "Dtype of the saved weights file."})
-    storage: str = field(
-        default="full",
-        metadata={
-            "help": "'full' (every row) or 'rows': only the rows training changed (the others equal the LM "
-            "head, which the base model holds); a small file when training touched few rows."
-        },
-    )
-    snapshots: bool = field(
-        default=False,
-        metadata={
-            "help": "Also keep the head of every evaluation as an adapter (fp16) in "
-            "output_dir/snapshots/tokens-N/, for curves of any task against tokens trained."
-        },
-    )
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an adapter already in output_dir."})
-
-    @classmethod
-    def from_recipe(cls, recipe: str = "paper", **overrides) -> TrainConfig:
-        """The preset `recipe` (`RECIPES`) with `overrides` on top: what `train --recipe` builds."""
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
-        return cls(**{**RECIPES[recipe], **overrides, "recipe": recipe})
-
-    def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(f"`recipe` should be one of {tuple(RECIPES)}, got {self.recipe!r}")
-        if self.train_turns not in TRAIN_TURNS:
-            raise ValueError(f"`train_turns` should be one of {TRAIN_TURNS}, got {self.train_turns!r}")
-        if self.frozen_autocast not in (None, "bfloat16", "float16"):
-            raise ValueError(
-                "`frozen_autocast` should be None (off), 'bfloat16' or 'float16', "
-                f"got {self.frozen_autocast!r}"
-            )
-        for name in ("num_negatives", "epochs", "batch_size", "grad_accum", "max_length", "patience"):
-            _check_int(self, name, minimum=1)
-        for name in ("max_steps", "eval_every", "dev_max", "max_examples"):
-            _check_int(self, name, minimum=1, optional=True)
-        if self.negatives not in MODES:
-            raise ValueError(f"`negatives` should be one of {MODES}, got {self.negatives!r}")
-        if self.offset not in OFFSETS:
-            raise ValueError(f"`offset` should be one of {OFFSETS}, got {self.offset!r}")
-        for name, low, high, closed in (
-            ("negative_top_p", 0, 1, True),
-            ("unigram_share", 0, 1, True),
-            ("dev_fraction", 0, 1, False),
-        ):
-            value = getattr(self, name)
-            inside = low <= value <= high if closed else low < value < high
-            if not isinstance(value, (int, float)) or not inside:
-                bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
-                raise ValueError(f"`{name}` should be in {bounds}, got {value!r}")
-        for name in ("ranking_loss_weight", "ranking_loss_margin"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"`{name}` should be a finite number >= 0, got {value!r}")
-        if self.ranking_loss_weight and self.negatives == "full":
-            raise ValueError(
-                "the ranking loss is for sampled training (`negatives` dominant, mixed or random); the "
-                "`full` ablation has no pairs to rank"
-            )
-        for name in ("lr", "softmax_temperature"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"`{name}` should be a finite number > 0, got {value!r}")
-        if self.storage not in ("full", "rows"):  # lowrank is lossy: `sighead-eval compress` after a run
-            raise ValueError(f"`storage` should be 'full' or 'rows', got {self.storage!r}")
-        if self.storage == "rows" and not self.init_from_lm_head:
-            raise ValueError(
-                "`storage='rows'` stores the rows that differ from the LM head: it needs init_from_lm_head"
-            )
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"`dtype` should be float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.storage_dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(
-                f"`storage_dtype` should be float32, float16 or bfloat16, got {self.storage_dtype!r}"
-            )
-        check_rule(self.p_jump, self.epsilon, self.dominant_mode, None)
-        if self.cache_dir:
-            self.cache_hidden = True  # a cache directory is a cache: the card says so
-
-    @property
-    def ranking(self) -> bool:
-        """Whether the ranking loss is on."""
-        return self.ranking_loss_weight > 0
-
-    def settings(self) -> dict:
-        """The settings that define the trained head (not where it goes or how the run is resumed).
-        The ranking loss's settings only when it is on: a run without it is the run it always was
-        (its checkpoints resume and its cards read as before)."""
-        skip = {"output_dir", "resume", "overwrite", "storage_dtype", "storage", "cache_dir", "snapshots"}
-        if not self.ranking:
-            skip |= {"ranking_loss_weight", "ranking_loss_margin"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-
-
-def _check_int(config, name: str, minimum: int, optional: bool = False) -> None:
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        accepted = f"an integer >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"`{name}` should be {accepted}, got {value!r}")
+__all__ = ["RECIPES", "DevSet", "TrainConfig", "Trainer", "TrainingError", "TrainingInterrupted", "train"]
 
 
 class TrainingError(RuntimeError):
@@ -327,79 +60,6 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-class DevSet:
-    """Dev positions computed once: head inputs, references, fixed negatives and the LM's
-    log-sum-exp (the 'log_softmax' offset's term). With a cache directory they are kept there
-    (`dev.safetensors`) and read back by later runs."""
-
-    FIELDS = ("hidden", "targets", "negatives", "valid", "log_normalizers")
-
-    def __init__(self, trainer: Trainer, examples: list[Example]):
-        self.layer = trainer.layer
-        path = Path(trainer.config.cache_dir) / "dev.safetensors" if trainer.config.cache_dir else None
-        if path is not None and path.exists():
-            from safetensors.torch import load_file
-
-            saved = load_file(str(path), device=str(trainer.device))
-            for name in self.FIELDS:
-                setattr(self, name, saved[name])
-            return
-        self._compute(trainer, examples)
-        if path is not None and trainer.rank == 0:
-            from safetensors.torch import save_file
-
-            with atomic_path(path) as tmp:
-                save_file({name: getattr(self, name).contiguous().cpu() for name in self.FIELDS}, str(tmp))
-
-    @torch.no_grad()
-    def _compute(self, trainer: Trainer, examples: list[Example]) -> None:
-        config = trainer.config
-        hidden, targets, negatives, valid, lse = [], [], [], [], []
-        for i in range(0, len(examples), config.batch_size):
-            batch = examples[i : i + config.batch_size]
-            frozen = trainer.frozen(batch)
-            # Always the paper's negatives, whatever the training mode: dev BCE stays comparable.
-            generator = _generator(config.seed, DEV_SEED_PART, i, device=frozen.logits.device)
-            neg, ok = draw_negatives(frozen, config, trainer.unigram, generator, "dominant")
-            hidden.append(frozen.hidden.float())
-            lse.append(torch.logsumexp(frozen.logits.float(), -1))
-            targets.append(frozen.targets)
-            negatives.append(neg)
-            valid.append(ok)
-        self.hidden = torch.cat(hidden)  # (N, H)
-        self.targets = torch.cat(targets)  # (N,)
-        self.negatives = torch.cat(negatives)  # (N, K)
-        self.valid = torch.cat(valid)  # (N, K)
-        self.log_normalizers = torch.cat(lse)  # (N,)
-
-    @torch.no_grad()
-    def evaluate(self) -> dict:
-        """Dev BCE on the paper's sampled pairs, and ROC-AUC of references against negatives."""
-        from ..metrics import auroc
-
-        losses, weights, pos, neg = [], [], [], []
-        for i in range(0, self.hidden.shape[0], 4096):
-            s = slice(i, i + 4096)
-            ids = torch.cat([self.targets[s].unsqueeze(1), self.negatives[s]], dim=1)  # (n, 1+K)
-            offset = self.layer.logit_offset(log_normalizer=self.log_normalizers[s])
-            logits = self.layer.head_logits(self.hidden[s], ids, offset=offset)
-            loss = sigmoid_head_loss(logits, self.valid[s])
-            n = self.valid[s].sum().item() + self.targets[s].shape[0]
-            losses.append(loss.item() * n)
-            weights.append(n)
-            pos.append(logits[:, 0])
-            neg.append(logits[:, 1:][self.valid[s]])
-        pos, neg = torch.cat(pos), torch.cat(neg)
-        labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
-        return {
-            "dev_bce": sum(losses) / sum(weights),
-            "dev_auroc": auroc(torch.cat([pos, neg]).cpu().numpy(), labels.cpu().numpy()),
-            "dev_mean_sigmoid_reference": float(torch.sigmoid(pos).mean()),
-            "dev_mean_sigmoid_negative": float(torch.sigmoid(neg).mean()),
-            "dev_positions": int(pos.shape[0]),
-        }
 
 
 class Trainer:
@@ -440,6 +100,10 @@ class Trainer:
 
         config = self.config
         rows = load_records(records if records is not None else config.data, config.data_split)
+        dev_rows = load_records(config.dev_data, config.data_split) if config.dev_data is not None else None
+        if config.error_spans:  # before the model loads: a bad span is one line, at once
+            check_error_rows(rows)
+            check_error_rows(dev_rows or [])
         if model is None:
             auto = resolve_device(config.device) == "auto"
             model, tokenizer = load_model(
@@ -452,7 +116,10 @@ class Trainer:
         model.eval().requires_grad_(False)
         self.base_name = getattr(model.config, "name_or_path", None) or config.model or "model"
         encode = dict(
-            max_length=config.max_length, chat_template=config.chat_template, train_turns=config.train_turns
+            max_length=config.max_length,
+            chat_template=config.chat_template,
+            train_turns=config.train_turns,
+            with_errors=config.error_spans,
         )
         examples = encode_examples(model, tokenizer, rows, **encode)
         if config.max_examples is not None:
@@ -463,7 +130,6 @@ class Trainer:
             )
         else:
             self.train_set = examples
-            dev_rows = load_records(config.dev_data, config.data_split)
             dev = encode_examples(model, tokenizer, dev_rows, **encode)
             self.dev_examples = dev[: config.dev_max] if config.dev_max is not None else dev
         self.model, self.tokenizer = model, tokenizer
@@ -670,12 +336,15 @@ class Trainer:
         """(loss, trained tokens) of batch `bi`: the frozen pass (or the cache), then the head's loss."""
         if self.cache is not None:
             return self.cache.loss(indices, self.state.epoch, self.rows)
-        frozen = self.frozen([self.train_set[i] for i in indices])
-        return self.head_loss(frozen, self.state.epoch, bi), frozen.targets.shape[0]
+        batch = [self.train_set[i] for i in indices]
+        frozen = self.frozen(batch)
+        errors = error_flags(batch, frozen.targets.device)
+        return self.head_loss(frozen, self.state.epoch, bi, errors), frozen.targets.shape[0]
 
-    def head_loss(self, frozen, epoch: int, bi: int) -> torch.Tensor:
+    def head_loss(self, frozen, epoch: int, bi: int, errors=None) -> torch.Tensor:
         """The loss on one batch's frozen outputs: dominant sets, negatives, BCE (or, for the `full`
-        ablation, BCE over the whole vocabulary). Negatives depend only on (seed, epoch, batch)."""
+        ablation, BCE over the whole vocabulary). Negatives depend only on (seed, epoch, batch).
+        `errors`: (N,) bool, the positions inside error spans (`error_flags`), or None."""
         config = self.config
         hidden = frozen.hidden.float()  # (N, H)
         if self.dense:
@@ -687,19 +356,27 @@ class Trainer:
             frozen, config, self.unigram, generator, config.negatives, config.negative_top_p, sets=sets
         )
         pairs = dominant_pairs(sets, frozen.targets) if config.ranking else None
-        return self.pair_loss(hidden, frozen.targets, negatives, valid, pairs, base_logits=frozen.logits)
+        return self.pair_loss(
+            hidden, frozen.targets, negatives, valid, pairs, errors=errors, base_logits=frozen.logits
+        )
 
-    def pair_loss(self, hidden, targets, negatives, valid, pairs=None, rows=None, **offset) -> torch.Tensor:
+    def pair_loss(
+        self, hidden, targets, negatives, valid, pairs=None, rows=None, errors=None, **offset
+    ) -> torch.Tensor:
         """BCE over the reference and its negatives, plus, with `pairs` (the dominant tokens other
         than the reference, `dominant_pairs`), the ranking loss: one head lookup for all of them.
-        `offset`: `base_logits=` or `offset=`, as `head_logits` takes them."""
+        `errors`: the positions inside error spans, where the reference is the one negative
+        (`sigmoid_head_loss`) and nothing is ranked. `offset`: `base_logits=` or `offset=`, as
+        `head_logits` takes them."""
         config = self.config
+        if errors is not None and pairs is not None:
+            pairs = (pairs[0], pairs[1] & ~errors.unsqueeze(1))
         parts = [targets.unsqueeze(1), negatives] + ([pairs[0]] if pairs is not None else [])
         logits = self.layer.head_logits(
             hidden, torch.cat(parts, dim=1), rows=self.rows if rows is None else rows, **offset
         )  # (N, 1+K[+D])
         k = negatives.shape[1]
-        loss = sigmoid_head_loss(logits[:, : 1 + k], valid)
+        loss = sigmoid_head_loss(logits[:, : 1 + k], valid, errors, config.error_span_weight)
         if pairs is not None:
             ranked = ranking_loss(logits[:, 0], logits[:, 1 + k :], pairs[1], config.ranking_loss_margin)
             loss = loss + config.ranking_loss_weight * ranked
