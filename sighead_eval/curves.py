@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .compare import per_type, saved_records, subset
 from .estimators import HEAD_CONFIDENCES, HYBRID_CONFIDENCES, RIVAL_CONFIDENCES, aggregate
 from .files import check_output_dir, write_atomic
-from .report.samples import TaskSamples, task_samples
+from .protocol import METRICS, TaskSamples, per_type, subset
+from .report.samples import task_samples
+from .runs import saved_records
 
-METRICS = ("auroc", "prr")
 SNAPSHOT = re.compile(r"tokens-(\d+)$")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

@@ -240,7 +240,8 @@ def _number(value) -> bool:
 
 def run_report(samples: dict, alpha: float = 0.1, delta: float = 0.1, tasks: list[str] | None = None) -> dict:
     """`task_report` for every task of a saved run (`{task: lm-eval samples}`)."""
-    from .report.samples import subset, task_samples
+    from .protocol.samples import subset
+    from .report.samples import task_samples
 
     check_levels(alpha, delta)
     names = tasks or sorted(samples)
