@@ -184,7 +184,8 @@ def run_compare(
     (default: the embedded model with the shipped head); returns the report it writes."""
     from dataclasses import replace
 
-    from .models import DEFAULT_MODEL, check_adapter_fits
+    from .adapter.heads import check_adapter_fits
+    from .models import DEFAULT_MODEL
 
     options = options or ModelOptions()
     options = replace(options, adapter=choose_adapter(options.adapter, options.model))

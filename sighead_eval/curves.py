@@ -177,7 +177,7 @@ def run_curves(
     started = time.time()
     lm, tokenizer = ModelOptions(model=model).load()
     out_layer = lm.get_output_embeddings().weight
-    from .models import adapter_head_shape
+    from .adapter.io import adapter_head_shape
 
     for head in heads:  # a head that does not fit fails here, before the frozen pass
         if adapter_head_shape(head.path) != tuple(out_layer.shape):

@@ -38,7 +38,8 @@ def run_demo(
 
     from tqdm.auto import tqdm
 
-    from .models import DEFAULT_MODEL, check_adapter_fits
+    from .adapter.heads import check_adapter_fits
+    from .models import DEFAULT_MODEL
 
     # Bad input stops here, before any model work.
     options = options or ModelOptions()

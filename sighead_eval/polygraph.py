@@ -35,9 +35,9 @@ except ImportError as err:  # pragma: no cover - the message is the point
         "sighead_eval.polygraph needs LM-Polygraph: pip install 'sighead-eval[polygraph]'"
     ) from err
 
+from .adapter.io import load_adapter
 from .estimators import REGISTRY, SEQUENCE_AGGREGATIONS, TOKEN_ESTIMATORS, aggregate_rows
 from .frozen import wrapped_method
-from .models import load_adapter
 from .scoring import ScoringOptions, StepScores, active_head_layer
 
 

@@ -34,10 +34,11 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..adapter.io import check_adapter_dir, load_adapter
 from ..dominant import check_rule
 from ..estimators import REGISTRY, check_estimators, check_running_confidence
 from ..frozen import unwrap, wrapped_method
-from ..models import check_adapter_dir, load_adapter, resolve_model
+from ..models import resolve_model
 from ..scoring import (
     Encoded,
     GenerationOptions,
