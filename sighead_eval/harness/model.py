@@ -173,7 +173,7 @@ class SigheadLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         rule = None
         if self.abstain_below is not None:
-            from ..abstain import AbstainBelow
+            from ..scoring.abstain import AbstainBelow
 
             rule = AbstainBelow(self.model, self.abstain_below, self.abstain_confidence, self.scoring)
         try:
