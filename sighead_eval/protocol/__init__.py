@@ -8,6 +8,7 @@ and `report` renders.
   bootstrap, the breakdown by error type (each against its true twins), calibration;
 - `families`: the choice on dev, the pre-registered comparison on test and the families beside it,
   Holm-corrected each on its own, and selective generation's thresholds (dev) and coverage (test);
+- `selective`: risk-controlled thresholds (Learn then Test) and one task's report of them;
 - `words`: the same at word level (which tokens are wrong), with the same resampler.
 """
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from .. import metrics as core
 from ..estimators import CEILING_CONFIDENCES, HEAD_CONFIDENCES, HYBRID_CONFIDENCES, RIVAL_CONFIDENCES
-from ..selective import json_safe, task_report
 from .samples import TaskSamples, subset
+from .selective import json_safe, task_report
 from .stats import METRICS, bootstrap_macro, per_type, type_groups
 
 #: What a head is compared with in the pre-registered comparison: any softmax, BoostedProb or

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..estimators import CONFIDENCES, HEAD_CONFIDENCES
 from ..protocol import FAMILIES, HEAD_ROWS, METRICS
-from ..selective import coverage_lines
+from ..protocol.selective import QUOTED_RISKS, coverage_at
 from .words import word_comparison_lines, word_headline_lines
 
 
@@ -333,6 +333,20 @@ def selective_table(report: dict) -> list[str]:
         *coverage_lines(sel),
         "",
     ]
+
+
+def coverage_lines(report: dict) -> list[str]:
+    """Markdown: per task, each estimator's test coverage at the quoted target risks, the threshold
+    chosen on dev (what `compare --split both` prints)."""
+    lines = [
+        "| task | estimator | " + " | ".join(f"coverage at risk {r}" for r in QUOTED_RISKS) + " |",
+        "|---|---|" + "---|" * len(QUOTED_RISKS),
+    ]
+    for task, entry in report["tasks"].items():
+        for est, row in entry.get("rows", {}).items():
+            cells = " | ".join(f"{coverage_at(row, r):.3f}" for r in QUOTED_RISKS)
+            lines.append(f"| {task.removeprefix('sighead_')} | {est} | {cells} |")
+    return lines
 
 
 def markdown(report: dict) -> str:
