@@ -35,100 +35,40 @@ import numpy as np
 from .estimators import CONFIDENCES, confidence
 from .files import check_output_dir, write_atomic
 from .models import ModelOptions
+from .protocol import *  # noqa: F403 (the protocol's names lived here: importable from here as before)
 from .protocol import (
-    ALPHA,
-    BASELINES,
     FAMILIES,
-    HEAD_ROWS,
-    METRICS,
-    RIVALS,
-    Family,
     TaskSamples,
-    bootstrap_macro,
     calibration,
-    choose_on_dev,
     compare_task,
     error_breakdown,
     family,
-    paired_bootstrap,
-    per_type,
     preregistered,
-    resample,
-    resampling_units,
     selective_section,
     subset,
-    twins,
-    type_groups,
     word_comparison,
 )
-from .report.comparison import (
-    HEADLINE_END,
-    HEADLINE_START,
-    MODELS_END,
-    MODELS_START,
-    calibration_table,
-    error_table,
-    gap_rows,
-    gap_table,
-    headline_block,
-    headline_table,
-    markdown,
-    models_block,
-    preregistered_sentences,
-    replace_headline,
-    selective_table,
-    significant_summary,
-    summary_markdown,
-)
+
+# `X as X`: the report blocks that lived here, importable from here as before.
+from .report.comparison import HEADLINE_END as HEADLINE_END
+from .report.comparison import HEADLINE_START as HEADLINE_START
+from .report.comparison import MODELS_END as MODELS_END
+from .report.comparison import MODELS_START as MODELS_START
+from .report.comparison import calibration_table as calibration_table
+from .report.comparison import error_table as error_table
+from .report.comparison import gap_rows as gap_rows
+from .report.comparison import gap_table as gap_table
+from .report.comparison import headline_block as headline_block
+from .report.comparison import headline_table as headline_table
+from .report.comparison import markdown
+from .report.comparison import models_block as models_block
+from .report.comparison import preregistered_sentences as preregistered_sentences
+from .report.comparison import replace_headline as replace_headline
+from .report.comparison import selective_table as selective_table
+from .report.comparison import significant_summary as significant_summary
+from .report.comparison import summary_markdown as summary_markdown
 from .report.samples import task_samples
 from .runs import check_split, check_tasks, choose_adapter, evaluate_tasks, saved_records, split_indices
-
-#: The command's own names, then the protocol's statistics and the reports' blocks, which lived
-#: here before they moved below the command: importable from here as before.
-__all__ = [
-    "read_outputs",
-    "run_compare",
-    "saved_records",
-    "ALPHA",
-    "BASELINES",
-    "FAMILIES",
-    "HEAD_ROWS",
-    "METRICS",
-    "RIVALS",
-    "Family",
-    "bootstrap_macro",
-    "calibration",
-    "choose_on_dev",
-    "compare_task",
-    "error_breakdown",
-    "family",
-    "paired_bootstrap",
-    "per_type",
-    "preregistered",
-    "resample",
-    "resampling_units",
-    "selective_section",
-    "subset",
-    "twins",
-    "type_groups",
-    "HEADLINE_END",
-    "HEADLINE_START",
-    "MODELS_END",
-    "MODELS_START",
-    "calibration_table",
-    "error_table",
-    "gap_rows",
-    "gap_table",
-    "headline_block",
-    "headline_table",
-    "markdown",
-    "models_block",
-    "preregistered_sentences",
-    "replace_headline",
-    "selective_table",
-    "significant_summary",
-    "summary_markdown",
-]
 
 
 def _rescore(saved: dict, names: list[str], model, tokenizer, options) -> list[TaskSamples]:

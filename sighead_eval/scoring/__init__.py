@@ -21,9 +21,6 @@ decoding: the stopping rule `AbstainBelow`, `TokenScoreStreamer`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from ..frozen import unwrap
 from . import engine
 from .abstain import AbstainBelow, TokenScoreStreamer, abstention_rule
@@ -62,18 +59,11 @@ from .tokens import (
 )
 
 
-def generate(
-    model,
-    tokenizer,
-    records: Sequence[Mapping[str, Any]],
-    options: ScoringOptions | None = None,
-    generation: GenerationOptions | None = None,
-    progress: bool = True,
-    stopping=None,
-) -> list[ScoredText]:
-    """`engine.generate`, with the stopping rule `generation`'s abstain options ask for
-    (`abstain_below`) built here when the caller passes none, and removed after. A caller that
-    builds its own (`AbstainBelow`, or any rule of that shape) passes it as `stopping`."""
+def generate(model, tokenizer, records, options=None, generation=None, progress=True, stopping=None):
+    """`engine.generate` (the arguments are its own), with the stopping rule `generation`'s abstain
+    options ask for (`abstain_below`) built here when the caller passes none, and removed after. A
+    caller that builds its own (`AbstainBelow`, or any rule of that shape) passes it as
+    `stopping`."""
     rule = stopping
     if rule is None and generation is not None:
         rule = abstention_rule(model, generation, options)
