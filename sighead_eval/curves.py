@@ -6,7 +6,7 @@ a trained adapter or each snapshot a `train --snapshots` run kept, then costs on
 token: `sigmoid(h . w_y + offset)`, then the usual aggregations, and the same times the token's
 ceiling (the `hybrid`, whose ceiling the frozen pass computes once). The softmax and BoostedProb rows are
 the saved run's own (the same outputs and the same frozen model). Each task reports its macro
-ROC-AUC and PRR over question types, as `compare` does.
+ROC-AUC and PRR over question types, as `compare` does (`protocol.per_type`).
 
 Writes `curves.json`, `curves.md` and `curves.png`: for each task, the best head aggregation of
 each run against the tokens it was trained on, with the rivals as flat lines.
