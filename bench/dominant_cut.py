@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from sighead_eval import metrics
     from sighead_eval.harness import task_hooks
     from sighead_eval.models import load_model
+    from sighead_eval.protocol import macro_by_type
     from sighead_eval.scoring import ScoringOptions, score
 
     task = task_hooks("sighead_geo_paraphrase")
@@ -36,6 +36,7 @@ def main() -> None:
     records = [{"prompt": d["question"], "response": d["answer"]} for d in docs]
     model, tokenizer = load_model(None, device=args.device)
     kinds = sorted({d["type"] for d in docs})
+    types = [d["type"] for d in docs]
     correct = np.array([d["correct"] for d in docs])
     print(f"sighead_geo_paraphrase, test half: {len(docs)} answers, macro ROC-AUC over {', '.join(kinds)}")
     print(f"{'cut':<6} {'set size':>9} {'ceiling_mean':>13} {'ceiling_prod':>13} {'ceiling_min':>12} "
@@ -49,11 +50,7 @@ def main() -> None:
         row = []
         for name in ("ceiling_mean", "ceiling_prod", "ceiling_min", "boostedprob_mean"):
             values = np.array([r.sequence_scores()[name] for r in results])
-            per_kind = [
-                metrics.auroc(values[[d["type"] == k for d in docs]], correct[[d["type"] == k for d in docs]])
-                for k in kinds
-            ]
-            row.append(float(np.mean(per_kind)))
+            row.append(macro_by_type(values, correct, types, "auroc")["macro"])
         print(
             f"{cut:<6} {sizes:>9.2f} "
             + " ".join(f"{v:>13.3f}" for v in row[:3])

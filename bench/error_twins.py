@@ -6,7 +6,7 @@ For runs of task versions 2.0 and 2.1, whose logged documents lack the `twin` fi
 error breakdown sets each error type against every true answer, short bare ones included, so
 answer length separates contradictions there; against the twins it cannot (the `length` row is
 printed as the check). From version 2.2 on, `compare` uses the twins itself; this script fills
-the field in and runs `compare`'s own breakdown.
+the field in and runs the protocol's own breakdown (`protocol.error_breakdown`, what `compare` runs).
 
 Usage: python bench/error_twins.py RUN/lm_eval_results.json [--estimators a,b,...]
 """
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--estimators", default=DEFAULT)
     args = parser.parse_args()
 
-    from sighead_eval.compare import error_breakdown, subset
+    from sighead_eval.protocol import error_breakdown, subset
     from sighead_eval.report.samples import task_samples
 
     saved = json.loads(open(args.run, encoding="utf-8").read())

@@ -23,9 +23,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from sighead_eval import metrics
     from sighead_eval.harness import task_hooks
     from sighead_eval.models import embedded_model_dir
+    from sighead_eval.protocol import macro_by_type
 
     task = task_hooks("sighead_geo_paraphrase")
 
@@ -34,15 +34,9 @@ def main() -> None:
     for error in (None, *task.ERRORS):
         every = task.dataset(phrasings_per_fact=args.phrasings_per_fact, error=error)["test"]
         docs = [d for d in every if d["split"] == "test"]  # lm-eval's one split holds both halves
-        n = [len(tokenizer(d["answer"], add_special_tokens=False)["input_ids"]) for d in docs]
-        aucs = [
-            metrics.auroc(
-                [-k for k, d in zip(n, docs) if d["type"] == kind],
-                [d["correct"] for d in docs if d["type"] == kind],
-            )
-            for kind in task.QUESTIONS
-        ]
-        print(f"  {error or 'all errors':<14} {np.mean(aucs):.3f}  ({len(n)} answers)")
+        n = np.array([len(tokenizer(d["answer"], add_special_tokens=False)["input_ids"]) for d in docs])
+        macro = macro_by_type(-n, [d["correct"] for d in docs], [d["type"] for d in docs], "auroc")["macro"]
+        print(f"  {error or 'all errors':<14} {macro:.3f}  ({len(n)} answers)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ _LAZY = {
     "ScoringOptions": "scoring",
     "dominant_tokens": "dominant",
     "load_model": "models",
-    "load_adapter": "models",
+    "load_adapter": "adapter.io",
     "default_model_dir": "models",
     "metric_path": "hf_metrics",
 }

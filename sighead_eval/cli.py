@@ -76,7 +76,8 @@ def add_model_options(parser: argparse.ArgumentParser, only=MODEL_OPTIONS) -> No
 
 
 def cmd_score(ns: argparse.Namespace) -> int:
-    from .models import check_adapter_dir, check_device, check_model_name
+    from .adapter.io import check_adapter_dir
+    from .models import check_device, check_model_name
     from .scoring import generate, score
 
     options = _options(ScoringOptions, ns)
@@ -498,14 +499,14 @@ def cmd_curves(ns: argparse.Namespace) -> int:
 
 
 def cmd_compress(ns: argparse.Namespace) -> int:
-    from .models import compress_adapter
+    from .adapter.heads import compress_adapter
 
     compress_adapter(ns.adapter, ns.output, ns.storage, ns.rank, ns.model, ns.storage_dtype)
     return 0
 
 
 def cmd_init_head(ns: argparse.Namespace) -> int:
-    from .models import init_head
+    from .adapter.heads import init_head
 
     out = init_head(ns.output, ns.model, ns.offset, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval init-head: wrote an untrained head (offset {ns.offset!r}) to {out}")
@@ -513,7 +514,7 @@ def cmd_init_head(ns: argparse.Namespace) -> int:
 
 
 def cmd_import_head(ns: argparse.Namespace) -> int:
-    from .authors import import_head
+    from .adapter.authors import import_head
 
     out = import_head(ns.source, ns.model, ns.output, ns.trust_remote_code, ns.overwrite)
     print(f"sighead-eval import-head: wrote the adapter {out} (offset 'none'); card: {out / 'README.md'}")

@@ -6,7 +6,7 @@ a trained adapter or each snapshot a `train --snapshots` run kept, then costs on
 token: `sigmoid(h . w_y + offset)`, then the usual aggregations, and the same times the token's
 ceiling (the `hybrid`, whose ceiling the frozen pass computes once). The softmax and BoostedProb rows are
 the saved run's own (the same outputs and the same frozen model). Each task reports its macro
-ROC-AUC and PRR over question types, as `compare` does.
+ROC-AUC and PRR over question types, as `compare` does (`protocol.per_type`).
 
 Writes `curves.json`, `curves.md` and `curves.png`: for each task, the best head aggregation of
 each run against the tokens it was trained on, with the rivals as flat lines.
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .compare import per_type, saved_records, subset
 from .estimators import HEAD_CONFIDENCES, HYBRID_CONFIDENCES, RIVAL_CONFIDENCES, aggregate
 from .files import check_output_dir, write_atomic
-from .report.samples import TaskSamples, task_samples
+from .protocol import METRICS, TaskSamples, per_type, subset
+from .report.samples import task_samples
+from .runs import saved_records
 
-METRICS = ("auroc", "prr")
 SNAPSHOT = re.compile(r"tokens-(\d+)$")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -177,7 +177,7 @@ def run_curves(
     started = time.time()
     lm, tokenizer = ModelOptions(model=model).load()
     out_layer = lm.get_output_embeddings().weight
-    from .models import adapter_head_shape
+    from .adapter.io import adapter_head_shape
 
     for head in heads:  # a head that does not fit fails here, before the frozen pass
         if adapter_head_shape(head.path) != tuple(out_layer.shape):

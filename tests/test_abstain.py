@@ -1,6 +1,6 @@
-"""Confidence while decoding (`sighead_eval.abstain`): abstention as a `StoppingCriteria` in plain
-`model.generate`, behind `generate(abstain_below=...)` and `score --generate --abstain-below`, and
-a streamer of per-token scores."""
+"""Confidence while decoding (`sighead_eval.scoring.abstain`): abstention as a `StoppingCriteria` in plain
+`model.generate`, behind `generate(stopping=...)`, `GenerationOptions(abstain_below=...)` and
+`score --generate --abstain-below`, and a streamer of per-token scores."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from conftest import build_model
 from peft import get_peft_model
 
 from sighead_eval import SigmoidHeadConfig
-from sighead_eval.abstain import AbstainBelow, TokenScoreStreamer
 from sighead_eval.scoring import GenerationOptions, generate, score
+from sighead_eval.scoring.abstain import AbstainBelow, TokenScoreStreamer
 
 PROMPTS = [{"prompt": "What is the capital of France?"}, {"prompt": "Tell me about Everest."}]
 
@@ -81,6 +81,28 @@ def test_generate_marks_abstained_outputs_and_where(tokenizer):
     assert [k.token_ids for k in kept] == [f.token_ids for f in free]
     assert all(k.abstained is False and k.abstained_at is None for k in kept)
     assert "abstained" not in free[0].to_dict()  # no rule asked for: no field
+
+
+def test_generate_takes_a_ready_made_rule_built_by_its_caller(tokenizer):
+    """The engine never builds the rule: its caller does, once, and the engine resets it before
+    each batch, so a row's running confidence starts afresh in every batch."""
+    from sighead_eval.scoring import ScoringOptions, abstention_rule, engine
+
+    model = _model()
+    free = generate(model, tokenizer, PROMPTS[:1], generation=GenerationOptions(10), progress=False)[0]
+    threshold = float(np.exp(free.log_scores["sigmoid"][:4].min())) + 1e-6  # the first row stops early
+    options = GenerationOptions(max_new_tokens=10, abstain_below=threshold)
+    alone = [generate(model, tokenizer, [p], generation=options, progress=False)[0] for p in PROMPTS]
+    assert alone[0].abstained and alone[0].abstained_at <= 3
+    with abstention_rule(model, options) as rule:  # one rule for both batches (batch size 1)
+        given = engine.generate(
+            model, tokenizer, PROMPTS, ScoringOptions(batch_size=1), options, progress=False, stopping=rule
+        )
+    outcome = lambda r: (r.token_ids, r.abstained, r.abstained_at)  # noqa: E731
+    assert [outcome(g) for g in given] == [outcome(a) for a in alone]
+    assert abstention_rule(model, GenerationOptions(10)) is None
+    with pytest.raises(ValueError, match="needs its stopping rule"):
+        engine.generate(model, tokenizer, PROMPTS, generation=options, progress=False)
 
 
 def test_abstention_needs_a_head_for_the_heads_confidence(tokenizer):

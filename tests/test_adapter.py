@@ -354,7 +354,8 @@ def test_the_compact_format_keeps_only_changed_rows_and_loads_back_exactly(tmp_p
 
     from peft import PeftModel
 
-    from sighead_eval.models import adapter_head_shape, check_adapter_fits, save_adapter
+    from sighead_eval.adapter.heads import check_adapter_fits
+    from sighead_eval.adapter.io import adapter_head_shape, save_adapter
 
     model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
     head = model.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
@@ -412,8 +413,9 @@ def test_compress_writes_a_smaller_copy_and_measures_its_error(tmp_path, capsys,
     printed error is the copy's own (0 for rows, between 0 and 1 for a low rank)."""
     from peft import PeftModel
 
+    from sighead_eval.adapter.heads import compress_adapter
+    from sighead_eval.adapter.io import save_adapter
     from sighead_eval.cli import main
-    from sighead_eval.models import compress_adapter, save_adapter
 
     model = get_peft_model(build_model("llama"), SigmoidHeadConfig())
     head = model.get_base_model().lm_head.sigmoid_head_embedding["default"].weight
@@ -446,8 +448,8 @@ def test_init_head_writes_an_untrained_head_of_a_few_bytes(tmp_path, capsys, tok
     refused before the model loads."""
     from peft import PeftModel
 
+    from sighead_eval.adapter.heads import init_head
     from sighead_eval.cli import main
-    from sighead_eval.models import init_head
     from sighead_eval.scoring import score
 
     build_model("llama").save_pretrained(tmp_path / "base")

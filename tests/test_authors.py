@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sighead_eval.authors import import_head
+from sighead_eval.adapter.authors import import_head
 from sighead_eval.scoring import ScoringOptions, encode_records, score
 
 RECORD = {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."}

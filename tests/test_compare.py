@@ -55,6 +55,18 @@ def test_a_type_with_one_class_is_left_out_of_the_macro():
     assert set(compare.per_type(ts, "softmax_mean", "prr")) == {"easy", "hard", "macro"}
 
 
+def test_macro_by_type_takes_plain_arrays_as_the_benches_hold_them():
+    from sighead_eval.protocol import macro_by_type
+
+    ts = synthetic()
+    types = [d["type"] for d in ts.docs]
+    correct = [bool(q) for q in ts.quality]  # a list of booleans, as a task's documents give it
+    assert macro_by_type(ts.confidence["sigmoid_mean"], correct, types) == compare.per_type(
+        ts, "sigmoid_mean", "auroc"
+    )
+    assert math.isnan(macro_by_type([0.2, 0.9], [1, 1], ["a", "a"])["macro"])  # no type has both classes
+
+
 def test_paired_bootstrap_finds_a_real_gap_and_not_a_fake_one():
     strong = synthetic(head_edge=2.0)
     diff, lo, hi = compare.paired_bootstrap(strong, "sigmoid_mean", "softmax_prod", "auroc", iters=300)

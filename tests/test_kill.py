@@ -284,7 +284,7 @@ def test_score_killed_keeps_the_previous_output_or_writes_a_whole_one(tiny_dir, 
 
 
 def test_import_head_killed_keeps_the_previous_adapter_or_writes_a_whole_one(tiny_dir, tmp_path):
-    from sighead_eval.authors import import_head
+    from sighead_eval.adapter.authors import import_head
 
     authors_head(tmp_path / "released")
     authors_head(tmp_path / "other", seed=1)

@@ -96,17 +96,19 @@ def test_bad_dtype_is_refused():
 def test_an_adapter_is_validated_once_per_path_until_its_files_change(adapter_dir, monkeypatch):
     import safetensors
 
+    from sighead_eval.adapter import io
+
     opened = []
     real = safetensors.safe_open
     monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
-    m._checked_adapter_dir.cache_clear()
-    m.check_adapter_dir(adapter_dir)
-    m.check_adapter_dir(adapter_dir)
-    m.adapter_head_shape(adapter_dir)  # reads the header itself, but does not validate again
+    io._checked_adapter_dir.cache_clear()
+    io.check_adapter_dir(adapter_dir)
+    io.check_adapter_dir(adapter_dir)
+    io.adapter_head_shape(adapter_dir)  # reads the header itself, but does not validate again
     assert len(opened) == 2
     config = adapter_dir / "adapter_config.json"
     config.write_text(config.read_text().replace('"offset"', ' "offset"'))  # the files changed: check again
-    m.check_adapter_dir(adapter_dir)
+    io.check_adapter_dir(adapter_dir)
     assert len(opened) == 3
 
 

@@ -152,7 +152,7 @@ def check_argv(args: list[str]) -> None:
     check_model_args(fields)
     adapter = fields.get("adapter")
     if adapter:
-        from ..models import check_adapter_fits
+        from ..adapter.heads import check_adapter_fits
 
         trust = fields.get("trust_remote_code", "").lower() in ("true", "1", "yes")
         check_adapter_fits(adapter, fields.get("pretrained"), trust)

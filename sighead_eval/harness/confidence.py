@@ -183,7 +183,7 @@ def _coverage_at_risk(alpha: float, name: str):
     `(confidence, correct, split)`. Coverage 0 when no threshold is valid (too few dev outputs)."""
 
     def aggregate(items) -> float:
-        from ..selective import evaluate as selective_evaluate
+        from ..protocol.selective import evaluate as selective_evaluate
 
         rows = [(float(c), float(q), s) for c, q, s in items]
         dev = [(c, 1.0 - q) for c, q, s in rows if s == "dev"]

@@ -34,10 +34,11 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..adapter.io import check_adapter_dir, load_adapter
 from ..dominant import check_rule
 from ..estimators import REGISTRY, check_estimators, check_running_confidence
 from ..frozen import unwrap, wrapped_method
-from ..models import check_adapter_dir, load_adapter, resolve_model
+from ..models import resolve_model
 from ..scoring import (
     Encoded,
     GenerationOptions,
@@ -172,7 +173,7 @@ class SigheadLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         rule = None
         if self.abstain_below is not None:
-            from ..abstain import AbstainBelow
+            from ..scoring.abstain import AbstainBelow
 
             rule = AbstainBelow(self.model, self.abstain_below, self.abstain_confidence, self.scoring)
         try:

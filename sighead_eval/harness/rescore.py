@@ -156,8 +156,9 @@ def format_table(table: dict[str, dict[str, float]], key: str, n: int) -> str:
 
 def run(ns: Any) -> int:
     """The command: read, check, load, score, write beside then rename, print."""
+    from ..adapter.io import check_adapter_dir
     from ..files import check_not_the_input, check_output_file, write_jsonl_atomic
-    from ..models import check_adapter_dir, load_model
+    from ..models import load_model
     from ..scoring import ScoringOptions
 
     source = Path(ns.samples)

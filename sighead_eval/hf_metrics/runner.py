@@ -15,7 +15,8 @@ def sequence_confidences(
     chat_template: bool | None,
     return_tokens: bool,
 ) -> dict:
-    from ..models import check_adapter_dir, load_model
+    from ..adapter.io import check_adapter_dir
+    from ..models import load_model
     from ..scoring import ScoringOptions, score
 
     if not predictions:

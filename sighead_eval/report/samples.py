@@ -1,4 +1,5 @@
-"""Reading lm-eval outputs back: per-sample confidences and qualities, rejection curves.
+"""Reading lm-eval outputs back: per-sample confidences and qualities (`task_samples`, the
+protocol's `TaskSamples`), rejection curves.
 
 Every confidence task logs, per sample and per estimator (lm-eval's filter), the pair
 `(confidence, quality)` that `process_results` returned, under each metric's name; `prr` is
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import metrics as core
-from ..estimators import CONFIDENCES
+from ..protocol.samples import TaskSamples
+from ..protocol.samples import subset as subset  # importable here as before
 
 
 def _load(samples) -> list[dict]:
@@ -61,27 +62,6 @@ def curves_from_samples(samples, points: int = 101) -> dict[str, dict]:
     return {name: core.rejection_curve(c, q, points=points) for name, (c, q) in pairs.items() if len(c) >= 2}
 
 
-@dataclass
-class TaskSamples:
-    """One task's outputs, aligned by document: the docs, each output's quality, each estimator's
-    confidence, and the per-token scores of each output."""
-
-    task: str
-    docs: list[dict]
-    quality: np.ndarray
-    confidence: dict[str, np.ndarray]
-    responses: list[str]
-    tokens: list[dict] = field(default_factory=list)  # per doc: {text, sigmoid, softmax, ...}
-
-    @property
-    def binary(self) -> bool:
-        return bool(np.isin(self.quality, (0.0, 1.0)).all())
-
-    @property
-    def estimators(self) -> list[str]:
-        return [e for e in CONFIDENCES if e in self.confidence]
-
-
 def task_samples(task: str, samples) -> TaskSamples:
     """Aligns the per-filter sample records of one task into a `TaskSamples`."""
     records = sorted(_load(samples), key=lambda s: s["doc_id"])
@@ -113,17 +93,4 @@ def task_samples(task: str, samples) -> TaskSamples:
         confidence=confidence,
         responses=[o["response"] for o in outputs],
         tokens=[o.get("tokens", {}) for o in outputs],
-    )
-
-
-def subset(ts: TaskSamples, split: str) -> TaskSamples:
-    """The samples of one half (`dev` or `test`; `all` keeps every sample)."""
-    keep = np.array([split == "all" or d.get("split") == split for d in ts.docs], dtype=bool)
-    return TaskSamples(
-        ts.task,
-        [d for d, k in zip(ts.docs, keep) if k],
-        ts.quality[keep],
-        {e: v[keep] for e, v in ts.confidence.items()},
-        [r for r, k in zip(ts.responses, keep) if k] if ts.responses else [],
-        [t for t, k in zip(ts.tokens, keep) if k] if ts.tokens else [],
     )

@@ -15,17 +15,21 @@ emitted in its place (so every aggregate is a finite number, never NaN); such re
 
 The package's files, each small enough to read at once: `options` (what a run is asked for),
 `inputs` (records to token ids), `tokens` (the per-token core over chunks of rows), `results`
-(`ScoredText`), `engine` (`score`, `generate`, `StepScores`).
+(`ScoredText`), `engine` (`score`, `generate`, `StepScores`), `abstain` (confidence while
+decoding: the stopping rule `AbstainBelow`, `TokenScoreStreamer`).
 """
 
+from __future__ import annotations
+
 from ..frozen import unwrap
+from . import engine
+from .abstain import AbstainBelow, TokenScoreStreamer, abstention_rule
 from .engine import (
     AUTO_BATCH_START,
     CPU_AUTO_BATCH,
     StepScores,
     auto_batch_start,
     first_end,
-    generate,
     score,
 )
 from .inputs import (
@@ -54,8 +58,25 @@ from .tokens import (
     wanted_estimators,
 )
 
+
+def generate(model, tokenizer, records, options=None, generation=None, progress=True, stopping=None):
+    """`engine.generate` (the arguments are its own), with the stopping rule `generation`'s abstain
+    options ask for (`abstain_below`) built here when the caller passes none, and removed after. A
+    caller that builds its own (`AbstainBelow`, or any rule of that shape) passes it as
+    `stopping`."""
+    rule = stopping
+    if rule is None and generation is not None:
+        rule = abstention_rule(model, generation, options)
+    try:
+        return engine.generate(model, tokenizer, records, options, generation, progress, stopping=rule)
+    finally:
+        if stopping is None and rule is not None:
+            rule.close()
+
+
 __all__ = [
     "AUTO_BATCH_START",
+    "AbstainBelow",
     "CPU_AUTO_BATCH",
     "CPU_CHUNK_ROWS",
     "DEVICE_CHUNK_BYTES",
@@ -68,6 +89,8 @@ __all__ = [
     "ScoredText",
     "ScoringOptions",
     "StepScores",
+    "TokenScoreStreamer",
+    "abstention_rule",
     "active_head",
     "active_head_layer",
     "auto_batch_start",

@@ -273,17 +273,30 @@ def generate(
     options: ScoringOptions | None = None,
     generation: GenerationOptions | None = None,
     progress: bool = True,
+    stopping=None,
 ) -> list[ScoredText]:
     """Generates a response to each record and scores its tokens as they are generated.
 
     The scores come from the same logits and head inputs that produced the tokens: no second
     forward pass. `softmax` is the model's raw distribution (before temperature or top-p).
     `records`: dicts with `prompt`, or `messages` (the conversation so far).
+
+    `stopping`: a ready-made stopping rule that ends a row early, built by the caller (such as
+    `scoring.abstain.AbstainBelow`, which `generation`'s abstain options describe): a transformers
+    `StoppingCriteria` with `reset()` (called before each batch), `as_list()`, and after each
+    batch `abstained` and `abstained_at` per row. A row it stops ends after the token where it
+    stopped and is marked `abstained`. The caller removes it when done (`close()`).
     """
     from tqdm.auto import tqdm
 
     options = options or ScoringOptions()
     generation = generation or GenerationOptions()
+    if generation.abstain_below is not None and stopping is None:
+        raise ValueError(
+            f"`abstain_below` ({generation.abstain_below}) needs its stopping rule: pass "
+            "`stopping=abstention_rule(model, generation, options)` (sighead_eval.scoring.abstain), or "
+            "call `sighead_eval.scoring.generate`, which builds it"
+        )
     base = unwrap(model)
     if getattr(base.config, "is_encoder_decoder", False):
         raise ValueError("`generate` supports decoder-only models; use `score` for encoder-decoder models")
@@ -308,31 +321,28 @@ def generate(
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         torch.manual_seed(generation.seed + n)
-        rule = _abstention_rule(model, generation, options)
-        try:
-            with StepScores(model, options) as steps:
-                out = base.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=generation.max_new_tokens,
-                    pad_token_id=pad,
-                    eos_token_id=eos or None,
-                    return_dict_in_generate=True,
-                    **({"stopping_criteria": rule.as_list()} if rule is not None else {}),
-                    **sampling,
-                )
-        finally:
-            if rule is not None:
-                rule.close()
+        if stopping is not None:
+            stopping.reset()  # this batch's rows start afresh
+        with StepScores(model, options) as steps:
+            out = base.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=generation.max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=eos or None,
+                return_dict_in_generate=True,
+                **({"stopping_criteria": stopping.as_list()} if stopping is not None else {}),
+                **sampling,
+            )
         generated = out.sequences[:, width:]  # (B, S)
         host = steps.finish(generated)
         tokens = generated.cpu().numpy()  # (B, S)
         stopped, ends = first_end(tokens, eos)
-        if rule is not None:
-            abstained, at = rule.abstained.cpu().numpy(), rule.abstained_at.cpu().numpy()
+        if stopping is not None:
+            abstained, at = stopping.abstained.cpu().numpy(), stopping.abstained_at.cpu().numpy()
         for b, it in enumerate(batch):
             end, stop = int(ends[b]), bool(stopped[b])
-            if rule is not None and abstained[b] and at[b] < end:  # stopped by the rule: cut after it
+            if stopping is not None and abstained[b] and at[b] < end:  # stopped by the rule: cut after it
                 end, stop = int(at[b]) + 1, False
             keep = end + 1 if (stop and (options.include_eos or end == 0)) else end
             it.empty_response = end == 0
@@ -346,17 +356,8 @@ def generate(
                 response=tokenizer.decode(tokens[b, :end].tolist(), skip_special_tokens=True),
                 finished=stop,
             )
-            if rule is not None:
+            if stopping is not None:
                 result.abstained = bool(abstained[b] and at[b] < keep)
                 result.abstained_at = int(at[b]) if result.abstained else None
             results.append(result)
     return results
-
-
-def _abstention_rule(model, generation: GenerationOptions, options: ScoringOptions):
-    """The decode-time abstention rule `generation` asks for, or None."""
-    if generation.abstain_below is None:
-        return None
-    from ..abstain import AbstainBelow
-
-    return AbstainBelow(model, generation.abstain_below, generation.abstain_confidence, options)

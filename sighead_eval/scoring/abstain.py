@@ -1,10 +1,11 @@
-"""Confidence while decoding, for plain transformers users: abstain once it falls below a threshold
-(`AbstainBelow`, a `StoppingCriteria` for `model.generate`), or read every token's scores as they
-are generated (`TokenScoreStreamer`, a streamer for `model.generate`).
+"""Confidence while decoding: abstain once it falls below a threshold (`AbstainBelow`, a
+`StoppingCriteria` for `model.generate` and the stopping rule `scoring.generate` takes), or read
+every token's scores as they are generated (`TokenScoreStreamer`, a streamer for `model.generate`).
 
 Both read each step from the model itself: a forward hook keeps the step's logits and the head's
 input, and when the step's token is chosen they score it with every estimator (`token_scores`,
 the engine's own). Neither changes what the model generates; `AbstainBelow` only stops a row early.
+The engine never builds one: its callers do (`abstention_rule`, from `GenerationOptions`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 from transformers import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from .estimators import REGISTRY, check_running_confidence
-from .frozen import HeadInputs, unwrap
-from .scoring.options import ScoringOptions  # not the package's engine, which builds this rule
-from .scoring.tokens import active_head_layer, token_scores
+from ..estimators import REGISTRY, check_running_confidence
+from ..frozen import HeadInputs, unwrap
+from .options import GenerationOptions, ScoringOptions
+from .tokens import active_head_layer, token_scores
 
 
 class StepTap:
@@ -139,6 +140,22 @@ class AbstainBelow(StoppingCriteria):
     def close(self) -> None:
         """Remove the hooks (the rule is done with this model)."""
         self.tap.detach()
+
+    def __enter__(self) -> AbstainBelow:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def abstention_rule(
+    model, generation: GenerationOptions, options: ScoringOptions | None = None
+) -> AbstainBelow | None:
+    """The stopping rule `generation`'s abstain options ask for (`abstain_below`, watching
+    `abstain_confidence`), for `scoring.generate(..., stopping=...)`; None when they ask for none."""
+    if generation.abstain_below is None:
+        return None
+    return AbstainBelow(model, generation.abstain_below, generation.abstain_confidence, options)
 
 
 class TokenScoreStreamer(BaseStreamer):

@@ -84,7 +84,7 @@ def output_layer(model: str, trust_remote_code: bool = False) -> tuple[str, tupl
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .adapter import find_head_module
+    from .model import find_head_module
 
     config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
@@ -107,9 +107,10 @@ def import_head(
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from .adapter import SigmoidHeadConfig
-    from .files import staged_dir, write_atomic
-    from .models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_no_adapter, resolve_model
+    from ..files import staged_dir, write_atomic
+    from ..models import resolve_model
+    from .config import SigmoidHeadConfig
+    from .io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_no_adapter
 
     out = check_no_adapter(output, overwrite)
     folder = locate_source(source)
