@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="With --outputs: score the saved outputs with --adapter (default), or take the saved scores",
     )
     c.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples")
+    _add_estimators_option(
+        c, " (e.g. adding the opt-in 'combined': its rows join the tables beside the rest)"
+    )
     c.set_defaults(func=cmd_compare)
 
     cv = sub.add_parser(
@@ -405,9 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filter", default=None, help="the filter whose samples --quality reads (default: the first)"
     )
     rs.add_argument("--batch-size", type=int, default=8, help="records per forward pass (default: 8)")
-    rs.add_argument(
-        "--estimators", default=None, help="token estimators, '|'-separated (default: all but the opt-in)"
-    )
+    _add_estimators_option(rs)
     add_model_options(rs, only=("model", "adapter", "dtype", "device"))
     rs.set_defaults(func=cmd_rescore)
 
@@ -445,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_estimators_option(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--estimators",
+        default=None,
+        help=f"token estimators, '|'-separated (default: all but the opt-in){more}",
+    )
+
+
 def cmd_compare(ns: argparse.Namespace) -> int:
     from .compare import run_compare
 
@@ -457,6 +466,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         bootstrap=ns.bootstrap,
         batch_size=ns.batch_size,
         rescore=ns.rescore,
+        estimators=ns.estimators,
     )
     return 0
 

@@ -119,9 +119,12 @@ def run_compare(
     seed: int = 0,
     batch_size: int = 8,
     rescore: bool = True,
+    estimators: str | tuple[str, ...] | None = None,
 ) -> dict:
     """Runs the protocol (see the module docstring) with the model and head `options` name
-    (default: the embedded model with the shipped head); returns the report it writes."""
+    (default: the embedded model with the shipped head); returns the report it writes.
+    `estimators`: the token estimators to compute ('|'-separated or a tuple; default: all but the
+    opt-in ones), e.g. with `combined`, whose rows then join the tables."""
     from dataclasses import replace
 
     from .adapter.heads import check_adapter_fits
@@ -132,6 +135,13 @@ def run_compare(
     model, adapter = options.model, options.adapter
     check_split(split)
     names = check_tasks(tasks)
+    if estimators is not None:
+        from .estimators import check_estimators
+
+        try:
+            estimators = check_estimators(estimators)
+        except ValueError as err:
+            raise ValueError(f"--estimators: {err}") from None
     label = Path(adapter).name if adapter else "no-head"
     out_dir = check_output_dir(output or f"results/compare/{label}-{split}")
     if adapter is not None:
@@ -155,16 +165,19 @@ def run_compare(
             )
         if rescore:
             lm, tokenizer = options.load()
-            options = ScoringOptions(chat_template=False, batch_size=batch_size, truncation="left")
+            options = ScoringOptions(
+                chat_template=False, batch_size=batch_size, truncation="left", estimators=estimators
+            )
             per_task = _rescore(saved, names, lm, tokenizer, options)
         else:  # the confidences as the saved run computed them
             per_task = [task_samples(t, saved["samples"][t]) for t in names]
         # keep the requested split of the saved samples
         per_task = [subset(ts, "all" if split == "both" else split) for ts in per_task]
     else:
-        run = evaluate_tasks(
-            names, options.lm_eval_args(), lambda task: split_indices(task, split), batch_size, out_dir
-        )
+        model_args = options.lm_eval_args()
+        if estimators is not None:
+            model_args["estimators"] = "|".join(estimators)
+        run = evaluate_tasks(names, model_args, lambda task: split_indices(task, split), batch_size, out_dir)
         per_task = [task_samples(t, run["samples"][t]) for t in names]
     report = {
         "adapter": adapter or "(none)",

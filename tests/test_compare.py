@@ -115,6 +115,8 @@ def test_compare_refuses_a_bad_split_before_model_work(tmp_path):
         compare.run_compare(None, split="train", output=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--outputs"):
         compare.run_compare(None, outputs=str(tmp_path / "nope.json"), output=str(tmp_path))
+    with pytest.raises(ValueError, match="--estimators: unknown token estimator"):
+        compare.run_compare(None, estimators="sigmoid|nope", output=str(tmp_path))
 
 
 def test_several_saved_runs_give_one_run_each_task_from_its_file(tmp_path):
@@ -155,6 +157,22 @@ def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_d
         for est, per in a["metrics"][metric].items():
             assert per["macro"] == pytest.approx(b["metrics"][metric][est]["macro"], abs=1e-3), (metric, est)
     assert (tmp_path / "run" / "table.md").read_text().startswith("# Comparison")
+    # the opt-in `combined`, asked for, joins the rows; estimators not asked for leave
+    chosen = compare.run_compare(
+        ModelOptions(model=base, adapter=head),
+        tasks=["sighead_wiki_facts"],
+        split="dev",
+        output=str(tmp_path / "chosen"),
+        outputs=str(tmp_path / "run" / "lm_eval_results.json"),
+        bootstrap=20,
+        estimators="sigmoid|softmax|combined",
+    )
+    rows = chosen["tasks"][0]["metrics"]["auroc"]
+    assert "combined_min" in rows and "combined_min" not in a["metrics"]["auroc"]
+    assert "boostedprob_min" not in rows and "boostedprob_min" in a["metrics"]["auroc"]
+    assert rows["sigmoid_min"]["macro"] == pytest.approx(
+        b["metrics"]["auroc"]["sigmoid_min"]["macro"], abs=1e-9
+    )
 
 
 def paired(n_pairs=40, seed=0):
