@@ -300,6 +300,43 @@ def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
     assert " HC |" in block and "HC: the hybrid" in block and "hybrid_prod` minus" in block
 
 
+def test_the_authors_newer_estimators_are_families_of_their_own_where_computed():
+    """`weighted_boostedprob` and `combined`: each chosen on dev against the same rival, Holm-corrected
+    on its own, a column of the gap table and a line of the legend; a report without them reads as
+    before."""
+    ts = with_ceiling(halves())
+    before = {name: compare.family([ts], name, iters=50) for name in ("mechanism", "hybrid")}
+    dev = np.array([d["split"] == "dev" for d in ts.docs])
+    rng = np.random.default_rng(5)
+    ts.confidence["weighted_boostedprob_mean"] = 2 * ts.quality + rng.standard_normal(dev.size)
+    ts.confidence["weighted_boostedprob_prod"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
+    ts.confidence["weighted_boostedprob_min"] = rng.standard_normal(dev.size)
+    assert "weighted_boostedprob_mean" not in compare.RIVALS
+    fam = compare.family([ts], "weighted", iters=50)
+    assert [r["head"] for r in fam["rows"]] == ["weighted_boostedprob_mean"] * 2  # not the test-best prod
+    assert fam["rows"][0]["verdict"].startswith("weighted_boostedprob")
+    for name, old in before.items():  # the other families are left as they were
+        strip = [{k: v for k, v in r.items() if k != "_boot"} for r in old["rows"]]
+        assert [
+            {k: v for k, v in r.items() if k != "_boot"} for r in compare.family([ts], name, iters=50)["rows"]
+        ] == strip
+    test = compare.subset(ts, "test")
+    report = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
+        "preregistered": compare.preregistered([ts], iters=50), **before, "weighted": fam,
+        "calibration": {ts.task: compare.calibration(compare.subset(ts, "dev"), test)},
+        "tasks": [compare.compare_task(test, iters=20)],
+    }  # fmt: skip
+    assert compare.gap_table(report)[0] == (
+        "| task (error type) | H | B | C | WB | H − B | C − B | WB − B | H − C |"  # no hybrid rows here
+    )
+    block = compare.headline_block(report)
+    assert "WB: the weighted BoostedProb aggregation chosen on dev" in block
+    assert "CB:" not in block  # `combined` was not computed
+    del report["weighted"]
+    assert "WB" not in compare.headline_block(report)
+
+
 def test_the_gap_table_quotes_each_dev_choice_per_task_and_error_type():
     ts = with_ceiling(halves())
     for i, d in enumerate(ts.docs):
@@ -559,5 +596,10 @@ def test_the_word_level_comparison_chooses_its_rival_on_dev_and_corrects_each_fa
     assert "| token estimator | wiki_facts: BAD ROC-AUC | wiki_facts: MCC |" in headline
     assert f"- `sigmoid`: wiki_facts {head['diff']:+.3f} (head better" in headline
     assert word_headline_lines({}) == []
-    assert word_comparison([halves()]) == {"alpha": 0.05, "metric": "bad_auroc", "tasks": [],
-                                           "families": {"head": [], "ceiling": [], "hybrid": []}}  # fmt: skip
+    roles = {"head": [], "ceiling": [], "hybrid": [], "weighted_boostedprob": [], "combined": []}
+    assert word_comparison([halves()]) == {
+        "alpha": 0.05,
+        "metric": "bad_auroc",
+        "tasks": [],
+        "families": roles,
+    }

@@ -3,8 +3,9 @@
 Per task, one head aggregation and one rival are chosen by macro ROC-AUC on the dev half; on the
 test half, their difference in macro ROC-AUC and PRR gets a paired bootstrap, Holm-Bonferroni
 corrected across tasks x metrics. Each family of `FAMILIES` (the mechanism in closed form, the
-head times its ceiling) runs the same protocol against the same rival and is corrected on its own,
-so it leaves the head's comparisons as they are. Risk-controlled selective generation is reported
+head times its ceiling, the authors' weighted BoostedProb and combined score) runs the same
+protocol against the same rival and is corrected on its own, so it leaves the head's comparisons
+as they are. Risk-controlled selective generation is reported
 the same way: thresholds chosen on dev, coverage on test (`selective_section`).
 """
 
@@ -14,7 +15,13 @@ import math
 from dataclasses import dataclass
 
 from .. import metrics as core
-from ..estimators import CEILING_CONFIDENCES, HEAD_CONFIDENCES, HYBRID_CONFIDENCES, RIVAL_CONFIDENCES
+from ..estimators import (
+    CEILING_CONFIDENCES,
+    HEAD_CONFIDENCES,
+    HYBRID_CONFIDENCES,
+    REPORTED_AGGREGATIONS,
+    RIVAL_CONFIDENCES,
+)
 from .samples import TaskSamples, subset
 from .selective import json_safe, task_report
 from .stats import METRICS, bootstrap_macro, per_type, type_groups
@@ -34,6 +41,11 @@ class Family:
     mark: str
     confidences: tuple[str, ...]
     intro: str
+    legend: str  # what the mark means, in the tables' legend
+
+
+def _aggregations(estimator: str) -> tuple[str, ...]:
+    return tuple(f"{estimator}_{a}" for a in REPORTED_AGGREGATIONS)
 
 
 #: The families beside the pre-registered one, in report order. Each runs the same protocol as
@@ -46,6 +58,7 @@ FAMILIES = {
         CEILING_CONFIDENCES,
         "The mechanism in closed form, no trained head (C: the `ceiling` aggregation chosen on dev, "
         "against the same rival)",
+        "C: the ceiling aggregation chosen on dev",
     ),
     "hybrid": Family(
         "hybrid",
@@ -53,6 +66,25 @@ FAMILIES = {
         HYBRID_CONFIDENCES,
         "The head times its ceiling, a lever beyond the paper (HC: the `hybrid` aggregation chosen on "
         "dev, against the same rival)",
+        "HC: the hybrid (head times ceiling) aggregation chosen on dev",
+    ),
+    # The authors' two newer estimators (their code since 2026-01-09), outside the pool of rivals:
+    # each chosen on dev against the same rival, a family of its own. Reported where computed.
+    "weighted": Family(
+        "weighted_boostedprob",
+        "WB",
+        _aggregations("weighted_boostedprob"),
+        "The authors' weighted BoostedProb, no head (WB: the `weighted_boostedprob` aggregation chosen "
+        "on dev, against the same rival)",
+        "WB: the weighted BoostedProb aggregation chosen on dev",
+    ),
+    "combined": Family(
+        "combined",
+        "CB",
+        _aggregations("combined"),
+        "The authors' combined score, the softmax adjusted by the head's ranking (CB: the `combined` "
+        "aggregation chosen on dev, against the same rival)",
+        "CB: the combined (head and softmax) aggregation chosen on dev",
     ),
 }
 

@@ -76,7 +76,14 @@ def word_level_rows(ts: TaskSamples) -> dict[str, dict[str, float]]:
 #: The rivals of the head at word level (the token estimators that need no head), the roles
 #: compared with the best of them on dev, and the one tested metric (threshold-free).
 WORD_RIVALS = (*by_role("rival"), "entropy")
-WORD_ROLES = {"head": "sigmoid", "ceiling": "ceiling", "hybrid": "hybrid"}
+WORD_ROLES = {
+    "head": "sigmoid",
+    "ceiling": "ceiling",
+    "hybrid": "hybrid",
+    # the authors' newer estimators, where computed
+    "weighted_boostedprob": "weighted_boostedprob",
+    "combined": "combined",
+}
 WORD_TESTED = "bad_auroc"
 
 

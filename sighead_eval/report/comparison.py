@@ -223,8 +223,7 @@ def headline_block(report: dict, compact: bool = False) -> str:
         f"Test halves only ({n} samples), {report['model']} with `{Path(report['adapter']).name}`, "
         f"{report['date']}. H: the head aggregation chosen on dev; B: the rival chosen on dev (best dev "
         "ROC-AUC among the softmax, BoostedProb and entropy aggregations)"
-        + ("; C: the ceiling aggregation chosen on dev" if "mechanism" in report else "")
-        + ("; HC: the hybrid (head times ceiling) aggregation chosen on dev" if "hybrid" in report else "")
+        + "".join(f"; {fam.legend}" for name, fam in FAMILIES.items() if name in report)
         + ". ROC-AUC and PRR are macro averages over question types"
     )
     if compact:
