@@ -52,6 +52,8 @@ from .protocol import (
 # `X as X`: the report blocks that lived here, importable from here as before.
 from .report.comparison import HEADLINE_END as HEADLINE_END
 from .report.comparison import HEADLINE_START as HEADLINE_START
+from .report.comparison import LEVERS_END as LEVERS_END
+from .report.comparison import LEVERS_START as LEVERS_START
 from .report.comparison import MODELS_END as MODELS_END
 from .report.comparison import MODELS_START as MODELS_START
 from .report.comparison import calibration_table as calibration_table
@@ -60,6 +62,7 @@ from .report.comparison import gap_rows as gap_rows
 from .report.comparison import gap_table as gap_table
 from .report.comparison import headline_block as headline_block
 from .report.comparison import headline_table as headline_table
+from .report.comparison import levers_block as levers_block
 from .report.comparison import markdown
 from .report.comparison import models_block as models_block
 from .report.comparison import preregistered_sentences as preregistered_sentences

@@ -403,6 +403,37 @@ def test_models_side_by_side_quote_each_models_own_gaps_and_significance():
     assert error_cells[0] == "x (plausible)" and error_cells[4] == f"{error_row['H'] - error_row['B']:+.3f}"
 
 
+def test_levers_side_by_side_quote_each_heads_gaps_to_its_rival_and_its_ceiling():
+    """`levers_block`: per task and error type, each head's H − B (starred where significant) and
+    H − C from its own report; then each head's significant comparisons and its word level."""
+    ts = with_ceiling(halves())
+    test = compare.subset(ts, "test")
+    report = {
+        "adapter": "h", "model": "m", "split": "both", "date": "d", "bootstrap": 50,
+        "preregistered": compare.preregistered([ts], iters=50),
+        "mechanism": compare.family([ts], "mechanism", iters=50),
+        "tasks": [compare.compare_task(test, iters=20)],
+    }  # fmt: skip
+    other = json.loads(json.dumps(report, default=lambda o: None))
+    other["preregistered"]["rows"][0]["verdict"] = "head better"  # as if significant
+    block = compare.levers_block({"plain": report, "lever": other})
+    lines = block.splitlines()
+    assert lines[0] == compare.LEVERS_START and lines[-1] == compare.LEVERS_END
+    assert lines[2] == "| task (error type) | plain: H − B | plain: H − C | lever: H − B | lever: H − C |"
+    _, rows = compare.gap_rows(report)
+    value = rows[0][3]
+    cells = lines[4].strip("| ").split(" | ")
+    star = "*" if report["preregistered"]["rows"][0]["verdict"] != "no significant difference" else ""
+    assert (
+        cells[1] == f"{value['H'] - value['B']:+.3f}{star}" and cells[2] == f"{value['H'] - value['C']:+.3f}"
+    )
+    assert cells[3] == f"{value['H'] - value['B']:+.3f}*" and cells[4] == cells[2]
+    hits = sum(r["verdict"] != "no significant difference" for r in other["preregistered"]["rows"])
+    assert "- lever:" in lines and f"  - H against B: {compare.significant_summary(other)}" in lines
+    assert compare.significant_summary(other).startswith(f"{hits} of 2")
+    assert any(line.startswith("  - C against B:") for line in lines)
+
+
 def test_holm_and_the_bootstrap_p_value_by_hand():
     from sighead_eval import metrics as core
 

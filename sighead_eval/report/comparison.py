@@ -152,20 +152,23 @@ MODELS_START = (
 MODELS_END = "<!-- models end -->"
 
 
-def models_block(reports: dict[str, dict]) -> str:
-    """Several models' `--split both` reports (label -> report) side by side: per task and error
-    type, each model's gaps to its own dev-chosen rival (H − B, C − B, HC − B), a `*` where that
-    family's ROC-AUC comparison is significant after its Holm correction (tasks only: error types
-    are not tested). A task's base-model variant (`sighead_geo_qa_base`) shares the task's row."""
-    significant = {
-        label: {
-            (mark, r["task"])
-            for name, mark in (("preregistered", "H"), *((n, f.mark) for n, f in FAMILIES.items()))
-            for r in report.get(name, {}).get("rows", [])
-            if r["metric"] == "auroc" and r["verdict"] != "no significant difference"
-        }
-        for label, report in reports.items()
+def _significant(report: dict) -> set[tuple[str, str]]:
+    """(mark, task) of every ROC-AUC comparison a report finds significant after its family's Holm
+    correction (H: the pre-registered family)."""
+    return {
+        (mark, r["task"])
+        for name, mark in (("preregistered", "H"), *((n, f.mark) for n, f in FAMILIES.items()))
+        for r in report.get(name, {}).get("rows", [])
+        if r["metric"] == "auroc" and r["verdict"] != "no significant difference"
     }
+
+
+def _side_by_side(reports: dict[str, dict], gaps: tuple[tuple[str, str], ...], start: str, end: str) -> str:
+    """Several `--split both` reports (label -> report) side by side: per task and error type, each
+    report's gaps `a − b` of its own dev choices, a `*` where `a − B` is significant after its
+    family's Holm correction (tasks only: error types are not tested). A task's base-model variant
+    (`sighead_geo_qa_base`) shares the task's row."""
+    significant = {label: _significant(report) for label, report in reports.items()}
     tables = {}  # label -> (marks, {row name: (task, error, value)})
     for label, report in reports.items():
         marks, rows = gap_rows(report)
@@ -177,21 +180,63 @@ def models_block(reports: dict[str, dict]) -> str:
             },
         )
     order = list(dict.fromkeys(name for _, named in tables.values() for name in named))
-    gaps = ("H", "C", "HC")
-    head = ["task (error type)"] + [f"{label}: {g} − B" for label in reports for g in gaps]
-    lines = [MODELS_START, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["task (error type)"] + [f"{label}: {a} − {b}" for label in reports for a, b in gaps]
+    lines = [start, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
         cells = [name]
         for label, (marks, named) in tables.items():
-            for g in gaps:
-                if name not in named or g not in marks:
+            for a, b in gaps:
+                if name not in named or a not in marks or b not in marks:
                     cells.append("–")
                     continue
                 task, error, value = named[name]
-                star = "*" if error is None and (g, task) in significant[label] else ""
-                cells.append(_gap(value, g, "B") + star)
+                star = "*" if b == "B" and error is None and (a, task) in significant[label] else ""
+                cells.append(_gap(value, a, b) + star)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", MODELS_END]) + "\n"
+    return "\n".join([*lines, "", end]) + "\n"
+
+
+def models_block(reports: dict[str, dict]) -> str:
+    """Several models' `--split both` reports (label -> report) side by side: per task and error
+    type, each model's gaps to its own dev-chosen rival (H − B, C − B, HC − B), a `*` where that
+    family's ROC-AUC comparison is significant after its Holm correction (tasks only: error types
+    are not tested). A task's base-model variant (`sighead_geo_qa_base`) shares the task's row."""
+    return _side_by_side(reports, (("H", "B"), ("C", "B"), ("HC", "B")), MODELS_START, MODELS_END)
+
+
+LEVERS_START = (
+    "<!-- levers: generated from the heads' evaluation.json by `compare.levers_block`; do not edit -->"
+)
+LEVERS_END = "<!-- levers end -->"
+
+
+def levers_block(reports: dict[str, dict]) -> str:
+    """Heads trained with different levers, on one model's outputs (label -> `--split both`
+    report): per task and error type, each head's gap to its own dev-chosen rival (H − B, `*`
+    significant after Holm) and to its ceiling (H − C); then, per head, its significant comparisons
+    of every family (sequence level) and its word-level comparisons with the word-level rival."""
+    lines = [_side_by_side(reports, (("H", "B"), ("H", "C")), LEVERS_START, "").rstrip()]
+    lines += [
+        "",
+        "Significant after Holm-Bonferroni correction (paired bootstrap, each family on its own):",
+        "",
+    ]
+    for label, report in reports.items():
+        families = [("preregistered", "H")] + [(n, f.mark) for n, f in FAMILIES.items() if n in report]
+        lines.append(f"- {label}:")
+        lines += [f"  - {mark} against B: {significant_summary(report, name)}" for name, mark in families]
+        words = [r for rows in report.get("words", {}).get("families", {}).values() for r in rows]
+        if words:
+            lines.append(
+                "  - word level, BAD ROC-AUC against the word-level rival: "
+                + "; ".join(
+                    f"`{r['estimator']}` {_short(r['task'])} {r['diff']:+.3f} "
+                    f"({r['verdict']}, p {r['p_holm']:.3f})"
+                    for r in words
+                )
+                + "."
+            )
+    return "\n".join([*lines, "", LEVERS_END]) + "\n"
 
 
 def preregistered_sentences(report: dict, family: str = "preregistered") -> list[str]:
