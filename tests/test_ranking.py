@@ -4,6 +4,8 @@ other than the reference, on the head's logits, to the BCE."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import build_model
@@ -108,3 +110,20 @@ def test_training_with_it_moves_the_head_and_names_it_on_the_card(tmp_path, toke
 
 
 # Resume with the ranking loss on: tests/test_training.py::test_resumed_run_ends_with_the_same_adapter.
+
+
+def test_early_stopping_reads_the_whole_dev_objective(tmp_path, tokenizer):
+    """With the ranking loss on, the best head is the one with the lowest dev loss, BCE plus the
+    weighted ranking loss on the dev positions' own pairs (the authors' trainer reads its eval
+    loss), not the BCE alone, which the ranking loss trades away; without it, nothing changes."""
+    weight = 5.0
+    info = _run(_config(tmp_path, "ranked", ranking_loss_weight=weight, ranking_loss_margin=1.0), tokenizer)
+    log = [json.loads(line) for line in (tmp_path / "ranked" / "training_log.jsonl").read_text().splitlines()]
+    for entry in log:
+        assert entry["dev_ranking"] > 0  # a margin of 1 leaves some pairs short of it
+        assert entry["dev_loss"] == pytest.approx(entry["dev_bce"] + weight * entry["dev_ranking"])
+    assert info["dev_after"]["dev_loss"] == pytest.approx(min(e["dev_loss"] for e in log))
+    assert log[-1]["dev_ranking"] < log[0]["dev_ranking"]  # training lowers it on dev too
+    assert "dev loss (BCE plus the weighted ranking loss)" in (tmp_path / "ranked" / "README.md").read_text()
+    plain = _run(_config(tmp_path, "plain", max_steps=2), tokenizer)
+    assert "dev_loss" not in plain["dev_after"]

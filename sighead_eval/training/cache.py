@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from ..files import atomic_path, write_atomic
 from ..frozen import base_head, unwrap
 from .data import error_flags
+from .negatives import pad_pairs
 
 SHARD = 256  # examples per shard on disk
 CACHE_SEED_PART = 77003  # the cache's negatives come from their own seeded stream
@@ -54,17 +55,6 @@ KEY_FIELDS = (
     "batch_size",
     "dtype",
 )  # fmt: skip (what the cached negatives depend on; not the offset, lr or schedule)
-
-
-def _pad_cat(pieces: list[torch.Tensor]) -> torch.Tensor:
-    """(n_i, D_i) pieces stacked into (sum n_i, max D_i), padded with zeros (False)."""
-    width = max(p.shape[1] for p in pieces)
-    out = torch.zeros((sum(p.shape[0] for p in pieces), width), dtype=pieces[0].dtype)
-    start = 0
-    for p in pieces:
-        out[start : start + p.shape[0], : p.shape[1]] = p
-        start += p.shape[0]
-    return out
 
 
 class CacheError(RuntimeError):
@@ -243,7 +233,7 @@ class FrozenCache:
             part["negatives"] = torch.cat(fields["neg"], dim=1).contiguous()
             part["valid"] = torch.cat(fields["ok"], dim=1).contiguous()
         if config.ranking:
-            part["dominant"], part["dominant_valid"] = _pad_cat(fields["dom"]), _pad_cat(fields["domok"])
+            part["dominant"], part["dominant_valid"] = pad_pairs(fields["dom"]), pad_pairs(fields["domok"])
         if config.error_spans:
             part["errors"] = torch.cat(fields["errors"])
         return part
@@ -259,8 +249,8 @@ class FrozenCache:
         self.valid = cat("valid", 1)  # (E, N, K) bool, or None
         # the ranking loss's pairs: (N, D) ids and their mask (shards padded to the widest), or None
         ranked = "dominant" in parts[0]
-        self.dominant = _pad_cat([p["dominant"] for p in parts]).to(device) if ranked else None
-        self.dominant_valid = _pad_cat([p["dominant_valid"] for p in parts]).to(device) if ranked else None
+        self.dominant = pad_pairs([p["dominant"] for p in parts]).to(device) if ranked else None
+        self.dominant_valid = pad_pairs([p["dominant_valid"] for p in parts]).to(device) if ranked else None
         self.errors = cat("errors")  # (N,) bool: inside an error span, or None
         counts = torch.cat([p["counts"] for p in parts])
         self.starts = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).tolist()

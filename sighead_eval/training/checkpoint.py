@@ -172,10 +172,10 @@ def write_state(out: Path, info: dict, state: LoopState) -> None:
 def write_card(out: Path, recipe: dict, base_name: str, info: dict) -> None:
     """The adapter's model card: data, tokens, time, dev metrics before and after, every setting."""
     before, after = info["dev_before"], info["dev_after"]
-    rows = "\n".join(
-        f"| {k} | {before[k]:.4f} | {after[k]:.4f} |"
-        for k in ("dev_bce", "dev_auroc", "dev_mean_sigmoid_reference")
-    )
+    shown = ("dev_bce", "dev_auroc", "dev_mean_sigmoid_reference")
+    shown += tuple(k for k in ("dev_ranking", "dev_loss", "dev_error_auroc") if k in before)
+    rows = "\n".join(f"| {k} | {before[k]:.4f} | {after[k]:.4f} |" for k in shown)
+    chosen = "dev loss (BCE plus the weighted ranking loss)" if "dev_loss" in before else "dev BCE"
     settings = "\n".join(f"| `{k}` | `{v}` |" for k, v in recipe.items())
     stopped = ", stopped early" if info["stopped_early"] else ""
     data = f"`{info['data']}`: {info['n_train']} training and {info['n_dev']} dev examples"
@@ -198,15 +198,16 @@ A Sigmoid Head (Dinh & Niehues, arXiv:2601.00680) trained with `sighead-eval` on
 - Wall time: {info["wall_time_s"] / 60:.1f} min on {info["device"]} ({info["world"]} process(es))
 - Weights stored as {info["storage_dtype"]}; the head computes in float32.
 
-## Dev metrics (before = the untrained copy of the LM head; after = the best head by dev BCE)
+## Dev metrics (before = the untrained copy of the LM head; after = the best head by {chosen})
 
 | metric | before | after |
 |---|---|---|
 {rows}
 
 `dev_bce`: binary cross-entropy over each dev position's reference and its sampled negatives
-(dominant tokens excluded). `dev_auroc`: how well the head's logit separates references from
-those negatives. Neither measures quality estimation on model outputs; see the evaluation tasks.
+(dominant tokens excluded; with error spans, an error's reference is its negative). `dev_auroc`:
+how well the head's logit separates references from those negatives. Neither measures quality
+estimation on model outputs; see the evaluation tasks.
 
 ## Settings
 

@@ -60,6 +60,20 @@ def dominant_pairs(sets: DominantSets, targets: torch.Tensor) -> tuple[torch.Ten
     return torch.where(valid, sets.ids.gather(1, order), 0), valid
 
 
+def pad_pairs(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """(n_i, D_i) pieces of `dominant_pairs` stacked into (sum n_i, max D_i), padded with zeros
+    (False)."""
+    width = max(p.shape[1] for p in pieces)
+    out = torch.zeros(
+        (sum(p.shape[0] for p in pieces), width), dtype=pieces[0].dtype, device=pieces[0].device
+    )
+    start = 0
+    for p in pieces:
+        out[start : start + p.shape[0], : p.shape[1]] = p
+        start += p.shape[0]
+    return out
+
+
 def top_p_set(logits: torch.Tensor, top_p: float, max_size: int = TOP_P_MAX) -> torch.Tensor:
     """(N, V) bool: the smallest set of most probable tokens whose softmax mass reaches `top_p`,
     cut at `max_size` tokens (sorting only the top `max_size`, not the vocabulary)."""

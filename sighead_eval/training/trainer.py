@@ -39,6 +39,12 @@ from .negatives import _generator, dominant_pairs, dominant_sets, draw_negatives
 __all__ = ["RECIPES", "DevSet", "TrainConfig", "Trainer", "TrainingError", "TrainingInterrupted", "train"]
 
 
+def _selected(entry: dict) -> float:
+    """What early stopping and the best head go by: the dev objective the run trains (`dev_loss`, the
+    BCE plus the weighted ranking loss, where the ranking loss is on; else the dev BCE)."""
+    return entry.get("dev_loss", entry["dev_bce"])
+
+
 class TrainingError(RuntimeError):
     pass
 
@@ -207,7 +213,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         first = {"step": 0, "epoch": 0, "tokens": 0, **self.dev.evaluate()}
         self.state.history.append(first)
-        self.state.best_dev = first["dev_bce"]
+        self.state.best_dev = _selected(first)
         self.best_head = self.head.weight.detach().clone()
         self._log(first)
 
@@ -398,8 +404,8 @@ class Trainer:
         entry = {"step": state.step, "epoch": state.epoch, "tokens": state.tokens, **self.dev.evaluate()}
         state.history.append(entry)
         self._log(entry)
-        if entry["dev_bce"] < state.best_dev:
-            state.best_dev, state.bad_evals = entry["dev_bce"], 0
+        if _selected(entry) < state.best_dev:
+            state.best_dev, state.bad_evals = _selected(entry), 0
             self.best_head = self.head.weight.detach().clone()
         else:
             state.bad_evals += 1
@@ -411,6 +417,7 @@ class Trainer:
             if self.progress:
                 bar.write(
                     f"step {state.step}: dev BCE {entry['dev_bce']:.4f}, dev AUROC {entry['dev_auroc']:.4f}"
+                    + (f", dev loss {entry['dev_loss']:.4f}" if "dev_loss" in entry else "")
                     + (" (early stop)" if state.stopped_early else "")
                 )
         return state.stopped_early
