@@ -136,21 +136,20 @@ def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_d
     """A real run on the dev half (tiny model), then the same outputs rescored with the same head:
     the numbers agree, and only dev samples are in either."""
     head, base = str(tiny_dir / "head"), str(tiny_dir / "base")
-    run = compare.run_compare(
-        ModelOptions(model=base, adapter=head),
-        tasks=["sighead_wiki_facts"],
-        split="dev",
-        output=str(tmp_path / "run"),
-        bootstrap=20,
-    )
-    again = compare.run_compare(
-        ModelOptions(model=base, adapter=head),
-        tasks=["sighead_wiki_facts"],
-        split="dev",
-        output=str(tmp_path / "again"),
-        outputs=str(tmp_path / "run" / "lm_eval_results.json"),
-        bootstrap=20,
-    )
+
+    def dev_run(name, **kw):
+        return compare.run_compare(
+            ModelOptions(model=base, adapter=head),
+            tasks=["sighead_wiki_facts"],
+            split="dev",
+            output=str(tmp_path / name),
+            bootstrap=20,
+            **kw,
+        )
+
+    run = dev_run("run")
+    saved = str(tmp_path / "run" / "lm_eval_results.json")
+    again = dev_run("again", outputs=saved)
     a, b = run["tasks"][0], again["tasks"][0]
     assert a["n"] == b["n"] and 0 < a["n"] < 1504  # the dev half only
     for metric in ("auroc", "prr"):  # float noise from other batch shapes may swap a near-tie
@@ -158,15 +157,7 @@ def test_rescoring_saved_outputs_reproduces_the_run_and_the_split_is_kept(tiny_d
             assert per["macro"] == pytest.approx(b["metrics"][metric][est]["macro"], abs=1e-3), (metric, est)
     assert (tmp_path / "run" / "table.md").read_text().startswith("# Comparison")
     # the opt-in `combined`, asked for, joins the rows; estimators not asked for leave
-    chosen = compare.run_compare(
-        ModelOptions(model=base, adapter=head),
-        tasks=["sighead_wiki_facts"],
-        split="dev",
-        output=str(tmp_path / "chosen"),
-        outputs=str(tmp_path / "run" / "lm_eval_results.json"),
-        bootstrap=20,
-        estimators="sigmoid|softmax|combined",
-    )
+    chosen = dev_run("chosen", outputs=saved, estimators="sigmoid|softmax|combined")
     rows = chosen["tasks"][0]["metrics"]["auroc"]
     assert "combined_min" in rows and "combined_min" not in a["metrics"]["auroc"]
     assert "boostedprob_min" not in rows and "boostedprob_min" in a["metrics"]["auroc"]
@@ -272,13 +263,19 @@ def test_the_ceilings_family_is_chosen_on_dev_and_corrected_apart_from_the_heads
         compare.family([ts], "ceiling")
 
 
-def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
-    ts = with_ceiling(halves())
+def with_rows(ts, estimator, good, trap, other, seed):
+    """`estimator`'s three aggregations: `good` best on dev and good on test, `trap` noise on dev
+    and perfect on test (a dev choice must not see that), `other` noise."""
     dev = np.array([d["split"] == "dev" for d in ts.docs])
-    rng = np.random.default_rng(3)
-    ts.confidence["hybrid_prod"] = 2 * ts.quality + rng.standard_normal(dev.size)
-    ts.confidence["hybrid_mean"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
-    ts.confidence["hybrid_min"] = rng.standard_normal(dev.size)
+    rng = np.random.default_rng(seed)
+    ts.confidence[f"{estimator}_{good}"] = 2 * ts.quality + rng.standard_normal(dev.size)
+    ts.confidence[f"{estimator}_{trap}"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
+    ts.confidence[f"{estimator}_{other}"] = rng.standard_normal(dev.size)
+    return ts
+
+
+def test_the_hybrid_family_is_chosen_on_dev_and_joins_the_gap_table():
+    ts = with_rows(with_ceiling(halves()), "hybrid", "prod", "mean", "min", seed=3)
     assert "hybrid_prod" not in compare.RIVALS
     fam = compare.family([ts], "hybrid", iters=100)
     assert [r["head"] for r in fam["rows"]] == ["hybrid_prod", "hybrid_prod"]  # not the test-best mean
@@ -306,11 +303,7 @@ def test_the_authors_newer_estimators_are_families_of_their_own_where_computed()
     before."""
     ts = with_ceiling(halves())
     before = {name: compare.family([ts], name, iters=50) for name in ("mechanism", "hybrid")}
-    dev = np.array([d["split"] == "dev" for d in ts.docs])
-    rng = np.random.default_rng(5)
-    ts.confidence["weighted_boostedprob_mean"] = 2 * ts.quality + rng.standard_normal(dev.size)
-    ts.confidence["weighted_boostedprob_prod"] = np.where(dev, rng.standard_normal(dev.size), 10 * ts.quality)
-    ts.confidence["weighted_boostedprob_min"] = rng.standard_normal(dev.size)
+    ts = with_rows(ts, "weighted_boostedprob", "mean", "prod", "min", seed=5)
     assert "weighted_boostedprob_mean" not in compare.RIVALS
     fam = compare.family([ts], "weighted", iters=50)
     assert [r["head"] for r in fam["rows"]] == ["weighted_boostedprob_mean"] * 2  # not the test-best prod
