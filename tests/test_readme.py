@@ -64,3 +64,23 @@ def test_the_second_models_report_and_the_side_by_side_table_are_generated():
     text = README.read_text()
     assert text.count(MODELS_START) == 1 and text.count(MODELS_END) == 1
     assert models_block({"SmolLM2": smollm2, "Gemma": gemma}) in text
+
+
+def test_the_levers_table_is_the_committed_reports():
+    """The results page's table of the authors' levers is `levers_block` of the reports committed
+    under reports/ (each head's card there carries its own headline), in the folders' order."""
+    import json
+
+    from sighead_eval.compare import LEVERS_END, LEVERS_START, headline_block, levers_block
+
+    folders = sorted(p for p in (README.parent / "reports").iterdir() if (p / "evaluation.json").is_file())
+    assert folders, "reports/ should hold the levers' reports"
+    reports = {}
+    for folder in folders:
+        report = json.loads((folder / "evaluation.json").read_text())
+        assert report["split"] == "both" and report["model"].startswith("smollm2")
+        assert headline_block(report) in (folder / "README.md").read_text(), folder.name
+        reports[folder.name] = report
+    text = (README.parent / "docs" / "results.md").read_text()
+    assert text.count(LEVERS_START) == 1 and text.count(LEVERS_END) == 1
+    assert levers_block(reports) in text
