@@ -96,6 +96,9 @@ def test_the_local_layout_reads_spans_from_a_jsonl_file(tmp_path, tokenizer):
         ({"prompt": "p", "response": "abc"}, "has no `error_spans` column"),
         ({"prompt": "p", "response": "abc", "error_spans": [[0, 9]]}, "not inside the response"),
         ({"prompt": "p", "response": "abc", "error_spans": [["a", 2]]}, "integer character offsets"),
+        ({"prompt": "p", "response": "abc", "error_spans": [0, 2]}, "integer character offsets"),
+        ({"prompt": "p", "response": "abc", "error_spans": [[0, 1, 2]]}, "integer character offsets"),
+        ({"prompt": "p", "response": "abc", "error_spans": 3}, "a list of spans"),
         ({**MQM_ROW, "lp": "xx-en"}, "language pair"),
     ],
 )

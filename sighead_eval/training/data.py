@@ -192,12 +192,15 @@ def error_spans(row: Mapping[str, Any], shape: str, response: str, index: int = 
             )
         raw, column, shift = row[ERROR_SPANS] or [], ERROR_SPANS, 0
     spans = []
-    for span in raw:
-        start, end = (
-            (span.get("start"), span.get("end"))
-            if isinstance(span, Mapping)
-            else (tuple(span) + (None,) * 2)[:2]
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError(
+            f"training row {index}: `{column}` is {raw!r}; it should be a list of spans, [[start, end], ...]"
         )
+    for span in raw:
+        if isinstance(span, Mapping):
+            start, end = span.get("start"), span.get("end")
+        else:
+            start, end = tuple(span) if isinstance(span, (list, tuple)) and len(span) == 2 else (None, None)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
             raise ValueError(
                 f"training row {index}: `{column}` holds {span!r}; each span should be [start, end] or "
