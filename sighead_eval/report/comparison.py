@@ -210,12 +210,19 @@ LEVERS_START = (
 LEVERS_END = "<!-- levers end -->"
 
 
-def levers_block(reports: dict[str, dict]) -> str:
-    """Heads trained with different levers, on one model's outputs (label -> `--split both`
+TRAINED_MODELS_START = (
+    "<!-- trained models: generated from the heads' evaluation.json by `levers_block`; do not edit -->"
+)
+TRAINED_MODELS_END = "<!-- trained models end -->"
+
+
+def levers_block(reports: dict[str, dict], start: str = LEVERS_START, end: str = LEVERS_END) -> str:
+    """Heads trained with different levers, or on different models (label -> `--split both`
     report): per task and error type, each head's gap to its own dev-chosen rival (H − B, `*`
     significant after Holm) and to its ceiling (H − C); then, per head, its significant comparisons
-    of every family (sequence level) and its word-level comparisons with the word-level rival."""
-    lines = [_side_by_side(reports, (("H", "B"), ("H", "C")), LEVERS_START, "").rstrip()]
+    of every family (sequence level) and its word-level comparisons with the word-level rival.
+    `start`/`end`: the block's markers (a page may hold several blocks)."""
+    lines = [_side_by_side(reports, (("H", "B"), ("H", "C")), start, "").rstrip()]
     lines += [
         "",
         "Significant after Holm-Bonferroni correction (paired bootstrap, each family on its own):",
@@ -236,7 +243,7 @@ def levers_block(reports: dict[str, dict]) -> str:
                 )
                 + "."
             )
-    return "\n".join([*lines, "", LEVERS_END]) + "\n"
+    return "\n".join([*lines, "", end]) + "\n"
 
 
 def preregistered_sentences(report: dict, family: str = "preregistered") -> list[str]:
