@@ -65,6 +65,27 @@ def test_gemma_scores_with_an_attached_head(gemma):
     assert results[0].sequence_scores()["softmax_prod"] > results[1].sequence_scores()["softmax_prod"]
 
 
+def test_the_shipped_gemma_head_loads_and_is_trained(gemma):
+    """The shipped Gemma head (its rank-64 copy) loads through PEFT onto the embedded model, scores
+    unlike the untrained p / (1 + p), and still prefers the right capital."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    shipped = Path(__file__).resolve().parents[1] / "adapters" / "gemma-3-270m-wiki"
+    assert (shipped / "adapter_model.safetensors").stat().st_size < 40 * 2**20
+    model, tokenizer = gemma
+    peft_model = PeftModel.from_pretrained(model, str(shipped))
+    try:
+        results = score(peft_model, tokenizer, RECORDS, ScoringOptions(chat_template=False), progress=False)
+    finally:
+        peft_model.unload()
+    for r in results:
+        p = np.exp(r.log_scores["softmax"])
+        assert np.abs(np.exp(r.log_scores["sigmoid"]) - p / (1 + p)).max() > 0.05
+    assert results[0].sequence_scores()["sigmoid_prod"] > results[1].sequence_scores()["sigmoid_prod"]
+
+
 def test_gemma_trains_a_head_briefly(tmp_path):
     from sighead_eval.sources import wiki_training_records
     from sighead_eval.training import TrainConfig, train
