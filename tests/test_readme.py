@@ -48,22 +48,34 @@ def test_the_headline_is_the_committed_reports_own():
     }
 
 
-def test_the_second_models_report_and_the_side_by_side_table_are_generated():
-    """The Gemma card's headline is its report's, and the README's two-model table is
-    `models_block` of the two committed reports."""
+def test_the_second_models_reports_and_the_side_by_side_tables_are_generated():
+    """Each Gemma card's headline is its report's; the README's two-model table is `models_block`
+    of the committed reports, and the results page's table of the trained heads on both models is
+    `levers_block` of them."""
     import json
 
-    from sighead_eval.compare import MODELS_END, MODELS_START, headline_block, models_block
+    from sighead_eval.compare import MODELS_END, MODELS_START, headline_block, levers_block, models_block
+    from sighead_eval.report.comparison import TRAINED_MODELS_END, TRAINED_MODELS_START
 
     adapters = README.parent / "adapters"
     smollm2 = json.loads((adapters / "smollm2-135m-instruct-wiki" / "evaluation.json").read_text())
-    gemma = json.loads((adapters / "gemma-3-270m-offset-untrained" / "evaluation.json").read_text())
-    assert gemma["model"] == "gemma-3-270m" and gemma["split"] == "both"
-    card = (adapters / "gemma-3-270m-offset-untrained" / "README.md").read_text()
-    assert headline_block(gemma) in card and "**not trained**" in card and "Gemma Terms of Use" in card
+    untrained = json.loads((adapters / "gemma-3-270m-offset-untrained" / "evaluation.json").read_text())
+    trained = json.loads((adapters / "gemma-3-270m-wiki" / "evaluation.json").read_text())
+    for name, report, marker in (
+        ("gemma-3-270m-offset-untrained", untrained, "**not trained**"),
+        ("gemma-3-270m-wiki", trained, "trained positions"),
+    ):
+        assert report["model"] == "gemma-3-270m" and report["split"] == "both", name
+        card = (adapters / name / "README.md").read_text()
+        assert headline_block(report) in card and marker in card and "Gemma Terms of Use" in card, name
+    assert trained["adapter"] == "gemma-3-270m-wiki"
     text = README.read_text()
     assert text.count(MODELS_START) == 1 and text.count(MODELS_END) == 1
-    assert models_block({"SmolLM2": smollm2, "Gemma": gemma}) in text
+    models = {"SmolLM2": smollm2, "Gemma, untrained": untrained, "Gemma, trained": trained}
+    assert models_block(models) in text
+    page = (README.parent / "docs" / "results.md").read_text()
+    assert page.count(TRAINED_MODELS_START) == 1 and page.count(TRAINED_MODELS_END) == 1
+    assert levers_block(models, TRAINED_MODELS_START, TRAINED_MODELS_END) in page
 
 
 def test_the_levers_table_is_the_committed_reports():
